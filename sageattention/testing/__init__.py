@@ -1,0 +1,1 @@
+"""References, quantization emulations and error metrics used by tests and benchmarks."""
