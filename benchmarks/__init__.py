@@ -1,0 +1,1 @@
+"""Benchmarks: `python benchmarks/bench_attention.py` (see benchmarks/common.py for the runner)."""
