@@ -1,0 +1,306 @@
+// Per-block INT8 quantization of Q and K, with K smoothing fused in.
+//
+// Math (SageAttention paper §3 "smooth K" and per-block INT8; algorithm notes §1.5, §2.2):
+//   y      = (x - mean) * pre_scale             mean = per-channel K mean (or none for Q),
+//                                               pre_scale = sm_scale * log2(e) for Q, 1 for K
+//   scale  = absmax(y over one block of tokens) / 127
+//   x_int8 = clamp(round_half_away_from_zero(y / scale), -127, 127);  scale 0 -> all zeros
+// which is bit-for-bit quant_per_block_int8_ref in sageattention/testing/reference.py when the
+// same mean is used. Every float step uses the explicit IEEE round-to-nearest intrinsics
+// (__fsub_rn, __fmul_rn, __fdiv_rn, __fadd_rn): they cannot be contracted into FMAs or replaced
+// by approximate division, so the integer outputs do not depend on --use_fast_math or -fmad.
+//
+// Schemas live in csrc/torch_bindings.cpp; the CUDA implementations are registered at the bottom.
+
+#include <ATen/core/Tensor.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <string>
+
+namespace sageattention {
+// A named namespace, not an anonymous one: nvcc mangles anonymous namespaces with a per-process
+// hash, which made two builds of the same source differ (see setup.py, reproducible builds).
+namespace detail {
+
+constexpr int kQuantThreads = 256;
+constexpr int kMaxHeadDim = 256;
+constexpr int kMaxBlockSize = 1024;  // keeps block_size * head_dim inside int range
+constexpr int64_t kMaxGridYZ = 65535;  // CUDA limit on gridDim.y / gridDim.z (heads, batch)
+
+// Element strides of one [B, H, L, D] view, whatever the memory layout (last dim contiguous).
+struct TokenStrides {
+  int64_t batch;
+  int64_t head;
+  int64_t token;
+};
+
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+__device__ __forceinline__ float warp_max(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  }
+  return v;
+}
+
+// Max over the whole thread block; every thread gets the result.
+__device__ float block_max(float v) {
+  __shared__ float warp_results[kQuantThreads / 32];
+  __shared__ float result;
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  v = warp_max(v);
+  if (lane == 0) warp_results[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    float w = lane < static_cast<int>(blockDim.x / 32) ? warp_results[lane] : 0.0f;
+    w = warp_max(w);
+    if (lane == 0) result = w;
+  }
+  __syncthreads();
+  return result;
+}
+
+// One thread block quantizes one block of `block_size` tokens of one (batch, head).
+// grid = (ceil(L / block_size), H, B), block = kQuantThreads.
+// The block is read twice (absmax, then quantize) instead of being staged in shared memory:
+// 128 tokens x 256 channels x 2 bytes = 64 KB would cut occupancy, and the second read hits L2.
+template <typename T>
+__global__ void QuantPerBlockInt8Kernel(const T* __restrict__ x, int8_t* __restrict__ x_int8,
+                                        float* __restrict__ scale, const float* __restrict__ mean,
+                                        TokenStrides x_strides, TokenStrides out_strides,
+                                        TokenStrides scale_strides, TokenStrides mean_strides,
+                                        int num_tokens, int head_dim, int block_size,
+                                        float pre_scale) {
+  const int block = blockIdx.x;
+  const int64_t head = blockIdx.y;
+  const int64_t batch = blockIdx.z;
+  const int first_token = block * block_size;
+  const int tokens = min(block_size, num_tokens - first_token);
+  const int elements = tokens * head_dim;
+
+  const T* x_block = x + batch * x_strides.batch + head * x_strides.head +
+                     static_cast<int64_t>(first_token) * x_strides.token;
+  int8_t* out_block = x_int8 + batch * out_strides.batch + head * out_strides.head +
+                      static_cast<int64_t>(first_token) * out_strides.token;
+  const float* mean_row =
+      mean == nullptr ? nullptr : mean + batch * mean_strides.batch + head * mean_strides.head;
+
+  auto transformed = [&](int i) {
+    const int token = i / head_dim;
+    const int channel = i % head_dim;
+    float v = to_float(x_block[static_cast<int64_t>(token) * x_strides.token + channel]);
+    if (mean_row != nullptr) v = __fsub_rn(v, mean_row[channel]);
+    return __fmul_rn(v, pre_scale);
+  };
+
+  float absmax = 0.0f;
+  for (int i = threadIdx.x; i < elements; i += blockDim.x) {
+    absmax = fmaxf(absmax, fabsf(transformed(i)));
+  }
+  absmax = block_max(absmax);
+  const float block_scale = __fdiv_rn(absmax, 127.0f);
+  if (threadIdx.x == 0) {
+    scale[batch * scale_strides.batch + head * scale_strides.head + block * scale_strides.token] =
+        block_scale;
+  }
+
+  for (int i = threadIdx.x; i < elements; i += blockDim.x) {
+    const float scaled = block_scale > 0.0f ? __fdiv_rn(transformed(i), block_scale) : 0.0f;
+    // Round half away from zero: floor(|v| + 0.5) with the sign put back, as the reference does.
+    const float magnitude = fminf(floorf(__fadd_rn(fabsf(scaled), 0.5f)), 127.0f);
+    const int token = i / head_dim;
+    const int channel = i % head_dim;
+    out_block[static_cast<int64_t>(token) * out_strides.token + channel] =
+        static_cast<int8_t>(copysignf(magnitude, scaled));
+  }
+}
+
+constexpr int kMeanChannels = 32;  // one warp across channels: coalesced loads
+constexpr int kMeanRows = 8;       // token rows summed in parallel, then combined
+
+// mean[b, h, 0, c] = sum_t x[b, h, t, c] / L in float32.
+// grid = (ceil(D / 32), H, B), block = (32, 8).
+template <typename T>
+__global__ void MeanOverTokensKernel(const T* __restrict__ x, float* __restrict__ mean,
+                                     TokenStrides x_strides, TokenStrides mean_strides,
+                                     int num_tokens, int head_dim) {
+  __shared__ float partial[kMeanRows][kMeanChannels];
+  const int channel = blockIdx.x * kMeanChannels + threadIdx.x;
+  const int64_t head = blockIdx.y;
+  const int64_t batch = blockIdx.z;
+  float sum = 0.0f;
+  if (channel < head_dim) {
+    const T* column = x + batch * x_strides.batch + head * x_strides.head + channel;
+    for (int token = threadIdx.y; token < num_tokens; token += kMeanRows) {
+      sum += to_float(column[static_cast<int64_t>(token) * x_strides.token]);
+    }
+  }
+  partial[threadIdx.y][threadIdx.x] = sum;
+  __syncthreads();
+  if (threadIdx.y == 0 && channel < head_dim) {
+    float total = 0.0f;
+    for (int row = 0; row < kMeanRows; ++row) total += partial[row][threadIdx.x];
+    mean[batch * mean_strides.batch + head * mean_strides.head + channel] =
+        __fdiv_rn(total, static_cast<float>(num_tokens));
+  }
+}
+
+// ---- host side ----------------------------------------------------------------------------
+
+bool is_nhd(const std::string& tensor_layout) {
+  TORCH_CHECK(tensor_layout == "HND" || tensor_layout == "NHD",
+              "sageattention: tensor_layout must be 'HND' or 'NHD', got '", tensor_layout, "'");
+  return tensor_layout == "NHD";
+}
+
+// Strides of a 4-d tensor seen as [B, H, L, D].
+TokenStrides token_strides(const at::Tensor& t, bool nhd) {
+  return nhd ? TokenStrides{t.stride(0), t.stride(2), t.stride(1)}
+             : TokenStrides{t.stride(0), t.stride(1), t.stride(2)};
+}
+
+void check_input(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(x.is_cuda(), "sageattention: ", name, " must be a CUDA tensor, got device ",
+              x.device());
+  TORCH_CHECK(x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16, "sageattention: ",
+              name, " must be float16 or bfloat16, got ", x.scalar_type());
+  TORCH_CHECK(x.dim() == 4, "sageattention: ", name,
+              " must be 4-d ([B, H, L, D] or [B, L, H, D]), got ", x.dim(), " dims");
+  TORCH_CHECK(x.size(3) >= 1 && x.size(3) <= kMaxHeadDim, "sageattention: ", name,
+              " head dim must be in [1, ", kMaxHeadDim, "], got ", x.size(3));
+  TORCH_CHECK(x.stride(3) == 1, "sageattention: ", name,
+              " must have a contiguous last dimension (stride 1), got stride ", x.stride(3));
+}
+
+void check_same_device(const at::Tensor& x, const at::Tensor& other, const char* name) {
+  TORCH_CHECK(other.device() == x.device(), "sageattention: ", name, " must be on ", x.device(),
+              " like x, got ", other.device());
+}
+
+// [B, H, 1, D] float32 mean of x (seen as [B, H, L, D]).
+void check_mean(const at::Tensor& x, const at::Tensor& mean, bool nhd, const char* name) {
+  const int64_t heads = x.size(nhd ? 2 : 1);
+  check_same_device(x, mean, name);
+  TORCH_CHECK(mean.scalar_type() == at::kFloat, "sageattention: ", name,
+              " must be float32, got ", mean.scalar_type());
+  TORCH_CHECK(mean.dim() == 4 && mean.size(0) == x.size(0) && mean.size(1) == heads &&
+                  mean.size(2) == 1 && mean.size(3) == x.size(3),
+              "sageattention: ", name, " must have shape [", x.size(0), ", ", heads, ", 1, ",
+              x.size(3), "], got ", mean.sizes());
+  TORCH_CHECK(mean.stride(3) == 1, "sageattention: ", name,
+              " must have a contiguous last dimension");
+}
+
+void quant_per_block_int8(const at::Tensor& x, at::Tensor& x_int8, at::Tensor& scale,
+                          const std::optional<at::Tensor>& mean, double pre_scale,
+                          int64_t block_size, const std::string& tensor_layout) {
+  const bool nhd = is_nhd(tensor_layout);
+  check_input(x, "x");
+  const int64_t batch = x.size(0);
+  const int64_t heads = x.size(nhd ? 2 : 1);
+  const int64_t tokens = x.size(nhd ? 1 : 2);
+  const int64_t head_dim = x.size(3);
+  TORCH_CHECK(block_size >= 1 && block_size <= kMaxBlockSize,
+              "sageattention: block_size must be in [1, ", kMaxBlockSize, "], got ", block_size);
+  TORCH_CHECK(heads <= kMaxGridYZ && batch <= kMaxGridYZ, "sageattention: at most ", kMaxGridYZ,
+              " heads and batch entries are supported, got ", heads, " and ", batch);
+  TORCH_CHECK(tokens <= INT32_MAX, "sageattention: sequence too long: ", tokens, " tokens");
+
+  check_same_device(x, x_int8, "x_int8");
+  TORCH_CHECK(x_int8.scalar_type() == at::kChar, "sageattention: x_int8 must be int8, got ",
+              x_int8.scalar_type());
+  TORCH_CHECK(x_int8.sizes() == x.sizes(), "sageattention: x_int8 must have x's shape ",
+              x.sizes(), ", got ", x_int8.sizes());
+  TORCH_CHECK(x_int8.stride(3) == 1,
+              "sageattention: x_int8 must have a contiguous last dimension");
+
+  const int64_t blocks = (tokens + block_size - 1) / block_size;
+  check_same_device(x, scale, "scale");
+  TORCH_CHECK(scale.scalar_type() == at::kFloat, "sageattention: scale must be float32, got ",
+              scale.scalar_type());
+  TORCH_CHECK(scale.dim() == 3 && scale.size(0) == batch && scale.size(1) == heads &&
+                  scale.size(2) == blocks,
+              "sageattention: scale must have shape [", batch, ", ", heads, ", ", blocks,
+              "] (ceil(L / block_size) blocks), got ", scale.sizes());
+  TokenStrides mean_strides{0, 0, 0};
+  const float* mean_ptr = nullptr;
+  if (mean.has_value()) {
+    check_mean(x, *mean, nhd, "mean");
+    mean_strides = TokenStrides{mean->stride(0), mean->stride(1), 0};
+    mean_ptr = mean->data_ptr<float>();
+  }
+  if (blocks == 0 || batch == 0 || heads == 0) return;
+
+  const c10::cuda::CUDAGuard device_guard(x.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(heads),
+                  static_cast<unsigned>(batch));
+  const TokenStrides x_strides = token_strides(x, nhd);
+  const TokenStrides out_strides = token_strides(x_int8, nhd);
+  const TokenStrides scale_strides{scale.stride(0), scale.stride(1), scale.stride(2)};
+  const float pre_scale_f = static_cast<float>(pre_scale);
+  if (x.scalar_type() == at::kHalf) {
+    QuantPerBlockInt8Kernel<__half><<<grid, kQuantThreads, 0, stream>>>(
+        reinterpret_cast<const __half*>(x.data_ptr()), x_int8.data_ptr<int8_t>(),
+        scale.data_ptr<float>(), mean_ptr, x_strides, out_strides, scale_strides, mean_strides,
+        static_cast<int>(tokens), static_cast<int>(head_dim), static_cast<int>(block_size),
+        pre_scale_f);
+  } else {
+    QuantPerBlockInt8Kernel<__nv_bfloat16><<<grid, kQuantThreads, 0, stream>>>(
+        reinterpret_cast<const __nv_bfloat16*>(x.data_ptr()), x_int8.data_ptr<int8_t>(),
+        scale.data_ptr<float>(), mean_ptr, x_strides, out_strides, scale_strides, mean_strides,
+        static_cast<int>(tokens), static_cast<int>(head_dim), static_cast<int>(block_size),
+        pre_scale_f);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+void mean_over_tokens(const at::Tensor& x, at::Tensor& mean, const std::string& tensor_layout) {
+  const bool nhd = is_nhd(tensor_layout);
+  check_input(x, "x");
+  const int64_t batch = x.size(0);
+  const int64_t heads = x.size(nhd ? 2 : 1);
+  const int64_t tokens = x.size(nhd ? 1 : 2);
+  const int64_t head_dim = x.size(3);
+  TORCH_CHECK(tokens >= 1, "sageattention: x has no tokens; the mean over tokens is undefined");
+  TORCH_CHECK(tokens <= INT32_MAX, "sageattention: sequence too long: ", tokens, " tokens");
+  TORCH_CHECK(heads <= kMaxGridYZ && batch <= kMaxGridYZ, "sageattention: at most ", kMaxGridYZ,
+              " heads and batch entries are supported, got ", heads, " and ", batch);
+  check_mean(x, mean, nhd, "mean");
+  if (batch == 0 || heads == 0) return;
+
+  const c10::cuda::CUDAGuard device_guard(x.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const dim3 grid(static_cast<unsigned>((head_dim + kMeanChannels - 1) / kMeanChannels),
+                  static_cast<unsigned>(heads), static_cast<unsigned>(batch));
+  const dim3 threads(kMeanChannels, kMeanRows);
+  const TokenStrides x_strides = token_strides(x, nhd);
+  const TokenStrides mean_strides{mean.stride(0), mean.stride(1), 0};
+  if (x.scalar_type() == at::kHalf) {
+    MeanOverTokensKernel<__half><<<grid, threads, 0, stream>>>(
+        reinterpret_cast<const __half*>(x.data_ptr()), mean.data_ptr<float>(), x_strides,
+        mean_strides, static_cast<int>(tokens), static_cast<int>(head_dim));
+  } else {
+    MeanOverTokensKernel<__nv_bfloat16><<<grid, threads, 0, stream>>>(
+        reinterpret_cast<const __nv_bfloat16*>(x.data_ptr()), mean.data_ptr<float>(), x_strides,
+        mean_strides, static_cast<int>(tokens), static_cast<int>(head_dim));
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace detail
+}  // namespace sageattention
+
+TORCH_LIBRARY_IMPL(sageattention, CUDA, m) {
+  m.impl("quant_per_block_int8", &sageattention::detail::quant_per_block_int8);
+  m.impl("mean_over_tokens", &sageattention::detail::mean_over_tokens);
+}

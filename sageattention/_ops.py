@@ -1,0 +1,295 @@
+"""Typed Python front-ends for the compiled ops in ``sageattention._C`` (``torch.ops.sageattention``).
+
+The extension is loaded lazily, on the first call that needs it, so ``import sageattention`` works
+from a source tree without a build (the Triton paths need no compiled code). Each op gets:
+
+* a wrapper here that validates its arguments (ValueError/TypeError naming the argument),
+  allocates the outputs and calls the mutating op (destination-passing, STYLE.md H3);
+* a fake kernel registered with :func:`torch.library.register_fake` so ``torch.compile`` can
+  trace it.
+
+Schemas: ``csrc/torch_bindings.cpp``. CUDA implementations: ``csrc/fused/*.cu``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import torch
+
+__all__ = [
+    "CUDAOpsUnavailableError",
+    "cuda_ops_available",
+    "missing_build_reason",
+    "quant_per_block_int8",
+    "mean_over_tokens",
+    "quant_qk_per_block_int8",
+]
+
+LOG2E = 1.4426950408889634
+_LAYOUTS = ("HND", "NHD")
+_FLOAT_INPUTS = (torch.float16, torch.bfloat16)
+_MAX_HEAD_DIM = 256  # the kernels' limit (csrc/fused/quant_per_block_int8.cu)
+_MAX_BLOCK_SIZE = 1024
+
+# None: not tried yet; True: loaded; False: failed, with the reason kept for error messages.
+_loaded: bool | None = None
+_load_failure = ""
+
+
+class CUDAOpsUnavailableError(RuntimeError):
+    """The compiled extension ``sageattention._C`` is missing or cannot be loaded."""
+
+
+def _explain_import_error(exc: BaseException) -> str:
+    cuda = torch.version.cuda or "none (CPU build)"
+    if isinstance(exc, ModuleNotFoundError) and exc.name == "sageattention._C":
+        return (
+            "sageattention._C is not built: this is a source tree or a wheel without CUDA ops. "
+            "Install the wheel built for your torch "
+            f"{torch.__version__} (CUDA {cuda}), or build one with `python -m scripts.build`."
+        )
+    built_for = ""
+    try:
+        from sageattention import _build_info  # written by setup.py into built wheels
+
+        built_for = f" The extension was built for cell {_build_info.CELL} (torch {_build_info.TORCH})."
+    except ImportError:
+        pass
+    return (
+        f"sageattention._C failed to load: {exc}.{built_for} Running torch is {torch.__version__} "
+        f"(CUDA {cuda}); install the sageattention wheel built for exactly this torch and CUDA."
+    )
+
+
+def _load() -> bool:
+    """Import ``sageattention._C`` once (which registers the ops) and register the fakes."""
+    global _loaded, _load_failure
+    if _loaded is None:
+        try:
+            importlib.import_module("sageattention._C")
+        except (ImportError, OSError) as exc:
+            _loaded, _load_failure = False, _explain_import_error(exc)
+        else:
+            _register_fakes()
+            _loaded, _load_failure = True, ""
+    return bool(_loaded)
+
+
+def cuda_ops_available() -> bool:
+    """Whether the compiled ops can be called (extension present and loadable).
+
+    This does not check for a GPU: callers check ``torch.cuda.is_available()`` / the tensors'
+    device themselves.
+    """
+    return _load()
+
+
+def missing_build_reason() -> str:
+    """Why the compiled ops are unavailable, as one sentence naming the fix; ``""`` if they are."""
+    return "" if _load() else _load_failure
+
+
+def _require_ops() -> None:
+    if not _load():
+        raise CUDAOpsUnavailableError(_load_failure)
+
+
+def _register_fakes() -> None:
+    # Both ops only write into their destination arguments, so their fake kernels have nothing
+    # to compute: they exist so FakeTensor/torch.compile can trace through the ops.
+    @torch.library.register_fake("sageattention::quant_per_block_int8")
+    def _quant_per_block_int8_fake(x, x_int8, scale, mean, pre_scale, block_size, tensor_layout):
+        return None
+
+    @torch.library.register_fake("sageattention::mean_over_tokens")
+    def _mean_over_tokens_fake(x, mean, tensor_layout):
+        return None
+
+
+# ---- argument checks (Python side, before anything reaches the dispatcher) -------------------
+
+
+def _check_layout(tensor_layout: str) -> None:
+    if tensor_layout not in _LAYOUTS:
+        raise ValueError(f"tensor_layout must be 'HND' or 'NHD', got {tensor_layout!r}")
+
+
+def _check_input(x: torch.Tensor, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.device.type != "cuda":
+        hint = "" if torch.cuda.is_available() else " (torch.cuda.is_available() is False: no usable GPU)"
+        raise ValueError(
+            f"{name} must be a CUDA tensor for the compiled sageattention ops, got device "
+            f"{x.device}{hint}"
+        )
+    if x.dtype not in _FLOAT_INPUTS:
+        raise TypeError(f"{name} must be float16 or bfloat16, got {x.dtype}")
+    if x.dim() != 4:
+        raise ValueError(f"{name} must be 4-d ([B, H, L, D] or [B, L, H, D]), got shape {tuple(x.shape)}")
+    if not 1 <= x.shape[-1] <= _MAX_HEAD_DIM:
+        raise ValueError(f"{name} head dim must be in [1, {_MAX_HEAD_DIM}], got {x.shape[-1]}")
+    if x.stride(-1) != 1:
+        raise ValueError(f"{name} must have a contiguous last dimension, got strides {x.stride()}")
+
+
+def _bhld(x: torch.Tensor, tensor_layout: str) -> tuple[int, int, int, int]:
+    if tensor_layout == "HND":
+        b, h, n, d = x.shape
+    else:
+        b, n, h, d = x.shape
+    return b, h, n, d
+
+
+def _check_mean(mean: torch.Tensor, x: torch.Tensor, tensor_layout: str, name: str) -> None:
+    b, h, _, d = _bhld(x, tensor_layout)
+    if not isinstance(mean, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(mean).__name__}")
+    if tuple(mean.shape) != (b, h, 1, d):
+        raise ValueError(f"{name} must have shape {(b, h, 1, d)}, got {tuple(mean.shape)}")
+    if mean.dtype != torch.float32:
+        raise TypeError(f"{name} must be float32, got {mean.dtype}")
+    if mean.device != x.device:
+        raise ValueError(f"{name} must be on {x.device}, got {mean.device}")
+    if mean.stride(-1) != 1:
+        raise ValueError(f"{name} must have a contiguous last dimension, got strides {mean.stride()}")
+
+
+# ---- wrappers --------------------------------------------------------------------------------
+
+
+def quant_per_block_int8(
+    x: torch.Tensor,
+    block_size: int,
+    *,
+    mean: torch.Tensor | None = None,
+    pre_scale: float = 1.0,
+    tensor_layout: str = "HND",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric INT8 quantization of ``(x - mean) * pre_scale`` per block of tokens (CUDA).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``[B, H, L, D]`` ("HND") or ``[B, L, H, D]`` ("NHD"), float16/bfloat16, on a CUDA device,
+        any strides with a contiguous last dim, ``D <= 256``. Any arch the wheel was built for
+        (sm_80+).
+    block_size : int
+        Tokens per quantization group (128 for Q, 64 for K in the per-block kernels).
+    mean : torch.Tensor, optional
+        ``[B, H, 1, D]`` float32 per-channel mean subtracted first (K smoothing).
+    pre_scale : float
+        Factor applied before the absmax (``sm_scale * log2(e)`` for Q).
+    tensor_layout : {"HND", "NHD"}
+
+    Returns
+    -------
+    x_int8 : torch.Tensor
+        int8, same shape and layout as ``x`` (contiguous).
+    scale : torch.Tensor
+        float32 ``[B, H, ceil(L / block_size)]``: ``absmax / 127`` per block, 0 for all-zero blocks.
+    """
+    _check_layout(tensor_layout)
+    _check_input(x, "x")
+    if isinstance(block_size, bool) or not isinstance(block_size, int):
+        raise TypeError(f"block_size must be an int, got {type(block_size).__name__}")
+    if not 1 <= block_size <= _MAX_BLOCK_SIZE:
+        raise ValueError(f"block_size must be in [1, {_MAX_BLOCK_SIZE}], got {block_size}")
+    if not math.isfinite(float(pre_scale)):
+        raise ValueError(f"pre_scale must be finite, got {pre_scale}")
+    if mean is not None:
+        _check_mean(mean, x, tensor_layout, "mean")
+    _require_ops()
+    b, h, n, _ = _bhld(x, tensor_layout)
+    x_int8 = torch.empty(x.shape, dtype=torch.int8, device=x.device)
+    scale = torch.empty((b, h, math.ceil(n / block_size)), dtype=torch.float32, device=x.device)
+    torch.ops.sageattention.quant_per_block_int8(
+        x, x_int8, scale, mean, float(pre_scale), block_size, tensor_layout
+    )
+    return x_int8, scale
+
+
+def mean_over_tokens(x: torch.Tensor, *, tensor_layout: str = "HND") -> torch.Tensor:
+    """Per-(batch, head, channel) mean over all tokens, accumulated in float32 (CUDA).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``[B, H, L, D]`` ("HND") or ``[B, L, H, D]`` ("NHD"), float16/bfloat16, CUDA, ``L >= 1``.
+
+    Returns
+    -------
+    torch.Tensor
+        float32 ``[B, H, 1, D]`` whatever the layout (the reference's ``k_mean`` shape).
+    """
+    _check_layout(tensor_layout)
+    _check_input(x, "x")
+    b, h, n, d = _bhld(x, tensor_layout)
+    if n == 0:
+        raise ValueError("x has no tokens (L == 0): the mean over tokens is undefined")
+    _require_ops()
+    mean = torch.empty((b, h, 1, d), dtype=torch.float32, device=x.device)
+    torch.ops.sageattention.mean_over_tokens(x, mean, tensor_layout)
+    return mean
+
+
+def quant_qk_per_block_int8(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    tensor_layout: str = "HND",
+    sm_scale: float | None = None,
+    smooth_k: bool = True,
+    blkq: int = 128,
+    blkk: int = 64,
+    k_mean: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-block INT8 Q and smoothed K, the CUDA twin of ``quant_per_block_int8_ref``.
+
+    Q gets ``sm_scale * log2(e)`` folded in; K has its per-channel token mean subtracted
+    (``smooth_k``), computed by :func:`mean_over_tokens` unless ``k_mean`` is given.
+
+    Parameters
+    ----------
+    q, k : torch.Tensor
+        Layout ``tensor_layout``; float16/bfloat16 CUDA tensors, ``D <= 256``; GQA allowed
+        (``H_q`` may differ from ``H_kv``).
+    sm_scale : float, optional
+        Softmax scale; defaults to ``D ** -0.5``.
+    k_mean : torch.Tensor, optional
+        ``[B, H_kv, 1, D]`` float32 mean to subtract instead of computing it.
+
+    Returns
+    -------
+    (q_int8, q_scale, k_int8, k_scale, k_mean)
+        int8 tensors keep the input layout; scales are float32 ``[B, H, ceil(L / blk)]``;
+        ``k_mean`` is float32 ``[B, H_kv, 1, D]`` (zeros when ``smooth_k`` is False).
+    """
+    _check_layout(tensor_layout)
+    _check_input(q, "q")
+    _check_input(k, "k")
+    if q.device != k.device:
+        raise ValueError(f"q and k must be on one device, got {q.device} and {k.device}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must have the same head dim, got {q.shape[-1]} and {k.shape[-1]}")
+    if sm_scale is None:
+        sm_scale = q.shape[-1] ** -0.5
+    if k_mean is not None and not smooth_k:
+        raise ValueError("k_mean was given but smooth_k is False: pass one or the other")
+    if smooth_k:
+        if k_mean is None:
+            k_mean = mean_over_tokens(k, tensor_layout=tensor_layout)
+        else:
+            _check_mean(k_mean, k, tensor_layout, "k_mean")
+        used_mean = k_mean
+    else:
+        b, h, _, d = _bhld(k, tensor_layout)
+        k_mean = torch.zeros((b, h, 1, d), dtype=torch.float32, device=k.device)
+        used_mean = None
+    q_int8, q_scale = quant_per_block_int8(
+        q, blkq, pre_scale=sm_scale * LOG2E, tensor_layout=tensor_layout
+    )
+    k_int8, k_scale = quant_per_block_int8(k, blkk, mean=used_mean, tensor_layout=tensor_layout)
+    return q_int8, q_scale, k_int8, k_scale, k_mean

@@ -1,0 +1,174 @@
+"""PyTorch emulation of what the quantized attention kernels compute, step by step.
+
+Given the *quantized* inputs a kernel receives, these functions compute the same scheme in
+PyTorch: INT32-exact Q·Kᵀ, dequantization by per-row/per-column scales, an online softmax in
+fp32 with ``exp2`` over key blocks of ``block_n`` tokens (the same blocks the kernel walks, so P is
+rounded at the same running maximum), P rounded to the P·V operand type (fp16/bf16, or e4m3
+after scaling by 448), and the P·V accumulation of each variant. A kernel that disagrees with its
+emulation by more than ``EMULATION_TOLERANCE`` has a bug; the emulation's own distance to the
+float64 reference (``reference.attention_ref``) is the quantization error of the scheme.
+
+Not emulated: the FP22 truncation inside one FP8 MMA block (§2.3.5 of the research notes) and the
+order of additions inside an MMA; both stay within ``EMULATION_TOLERANCE``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .reference import LOG2E, quant_per_block_int8_ref, to_hnd
+
+#: log2(448): P scaled into the e4m3 range [0, 448] through the exponent (notes §2.3.4).
+FP8_P_LOG2_SCALE = math.log2(448.0)
+
+#: Kernel vs emulation: max |kernel - emulated| / max |emulated| over the output, and the same for
+#: LSE in absolute log2 units. Why these values: with the same blocks, the only differences are
+#: exp2 approximation (~2 ulp fp32), summation order inside MMAs, and for the 16-bit-accumulate
+#: and FP8 modes the rounding of partial sums (fp16: 2^-11 relative per block; e4m3 P values that
+#: sit on a rounding tie after a 1-ulp exp2 difference move by one e4m3 step, 2^-4 relative, on a
+#: few elements). The bounds are ~10x what the interpreter shows and far below quantization error
+#: (cos 0.9998 means ~2e-2 relative error).
+EMULATION_TOLERANCE = {
+    "fp32": {"out": 2e-3, "lse": 1e-4},
+    "fp16+fp32": {"out": 4e-3, "lse": 1e-4},
+    "fp8": {"out": 1.5e-2, "lse": 1e-4},
+}
+
+
+def _expand_scales(scale: torch.Tensor, length: int, group: int) -> torch.Tensor:
+    """``[B, H, groups]`` → per-token ``[B, H, length]`` (token ``t`` uses group ``t // group``)."""
+    index = torch.arange(length, device=scale.device) // group
+    return scale[:, :, index]
+
+
+def _emulate(
+    q_int8, k_int8, v, q_scale, k_scale, v_scale, *, tensor_layout, is_causal, pv_mode, q_group,
+    k_group, block_n,
+):
+    qh, kh, vh = (to_hnd(t, tensor_layout) for t in (q_int8, k_int8, v))
+    b, hq, lq, d = qh.shape
+    hkv, lk = kh.shape[1], kh.shape[2]
+    rep = hq // hkv
+    kh = kh.repeat_interleave(rep, dim=1)
+    vh = vh.repeat_interleave(rep, dim=1)
+    # |q·k| <= 127² · 256 < 2^53: float64 matmul is exact integer arithmetic.
+    qk = torch.matmul(qh.double(), kh.double().transpose(-1, -2)).float()
+    qs = _expand_scales(q_scale, lq, q_group)[..., :, None]
+    ks = _expand_scales(k_scale, lk, k_group).repeat_interleave(rep, dim=1)[..., None, :]
+    s = qk * ks * qs  # fp32, log2 domain
+    if is_causal:
+        row = torch.arange(lq, device=s.device)[:, None]
+        col = torch.arange(lk, device=s.device)[None, :]
+        s = s.masked_fill(col > row, float("-inf"))
+    p_log2_scale = FP8_P_LOG2_SCALE if pv_mode == "fp8" else 0.0
+
+    m = torch.full((b, hq, lq), float("-inf"), dtype=torch.float32, device=s.device)
+    l = torch.zeros((b, hq, lq), dtype=torch.float32, device=s.device)
+    acc = torch.zeros((b, hq, lq, d), dtype=torch.float32, device=s.device)
+    for start in range(0, lk, block_n):
+        sb = s[..., start : start + block_n]
+        vb = vh[:, :, start : start + block_n]
+        m_new = torch.maximum(m, sb.amax(dim=-1))
+        m_use = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)
+        p = torch.exp2(sb - (m_use - p_log2_scale)[..., None])
+        alpha = torch.exp2(m - m_use)
+        l = l * alpha + p.sum(dim=-1)
+        if pv_mode == "fp8":
+            pv = torch.matmul(p.to(torch.float8_e4m3fn).double(), vb.double()).float()
+        elif pv_mode == "fp16+fp32":
+            pv = torch.matmul(p.to(vb.dtype).double(), vb.double()).to(torch.float16).float()
+        else:
+            pv = torch.matmul(p.to(vb.dtype).double(), vb.double()).float()
+        acc = acc * alpha[..., None] + pv
+        m = m_new
+    l_safe = torch.where(l > 0, l, torch.ones_like(l))
+    out = acc / l_safe[..., None]
+    if v_scale is not None:
+        out = out * v_scale.repeat_interleave(rep, dim=1)[:, :, None, :]
+    lse = torch.where(l > 0, m - p_log2_scale + torch.log2(l_safe), torch.full_like(l, float("-inf")))
+    if tensor_layout == "NHD":
+        out = out.transpose(1, 2)
+    return out, lse
+
+
+def attn_qk_int8_pv_fp16_emulated(
+    q_int8, k_int8, v, q_scale, k_scale, *, tensor_layout="HND", is_causal=False,
+    pv_accum_dtype="fp32", q_group=128, k_group=64, block_n=64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Emulate ``triton.attn_qk_int8_pv_fp16``: returns ``(out float32 in q's layout, lse2 [B,H_q,L_q])``.
+
+    ``pv_accum_dtype`` "fp16"/"fp16+fp32" rounds each block's P·V partial to fp16 before the fp32
+    add; ``block_n`` must be the kernel's BLOCK_N for a tight comparison.
+    """
+    mode = "fp16+fp32" if pv_accum_dtype in ("fp16", "fp16+fp32") else "fp32"
+    return _emulate(
+        q_int8, k_int8, v, q_scale, k_scale, None, tensor_layout=tensor_layout, is_causal=is_causal,
+        pv_mode=mode, q_group=q_group, k_group=k_group, block_n=block_n,
+    )
+
+
+def attn_qk_int8_pv_fp8_emulated(
+    q_int8, k_int8, v_fp8, q_scale, k_scale, v_scale, *, tensor_layout="HND", is_causal=False,
+    q_group=128, k_group=64, block_n=64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Emulate ``triton.attn_qk_int8_pv_fp8``: P·448 rounded to e4m3, e4m3 V, per-block fp32 P·V
+    (two-level accumulation), ``v_scale`` ``[B, H_kv, D]`` applied at the end."""
+    return _emulate(
+        q_int8, k_int8, v_fp8, q_scale, k_scale, v_scale, tensor_layout=tensor_layout,
+        is_causal=is_causal, pv_mode="fp8", q_group=q_group, k_group=k_group, block_n=block_n,
+    )
+
+
+def quant_per_channel_fp8_ref(v: torch.Tensor, *, tensor_layout: str = "HND", scale_max: float = 448.0):
+    """Per-channel e4m3 quantization of V: ``(v_fp8 in v's layout, v_scale float32 [B, H, D])``.
+
+    ``v_scale = absmax over tokens / scale_max`` per (batch, head, channel); a zero channel has
+    scale 0 and quantizes to 0. A test helper so kernel tests do not depend on the Triton quantizer.
+    """
+    vh = to_hnd(v, tensor_layout).float()
+    scale = vh.abs().amax(dim=2) / scale_max
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    v8 = (vh / safe[:, :, None, :]).to(torch.float8_e4m3fn)
+    if tensor_layout == "NHD":
+        v8 = v8.transpose(1, 2)
+    return v8, scale
+
+
+def relative_max_error(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """``max |x - ref| / max |ref|`` in float64 (0 when both are all zero)."""
+    x, ref = x.double(), ref.double()
+    denom = ref.abs().max().item()
+    err = (x - ref).abs().max().item()
+    return err / denom if denom > 0 else err
+
+
+# Test-input helpers shared by the kernel tests.
+
+
+def make_inputs(device, *, b=1, hq=2, hkv=2, lq=65, lk=65, d=64, layout="HND", dtype=torch.float16,
+                k_bias=0.0, q_group=128, k_group=64):
+    """Random q/k/v in ``layout`` plus their per-block INT8 quantization (reference quantizer)."""
+    def shape(h, n):
+        return (b, h, n, d) if layout == "HND" else (b, n, h, d)
+
+    q = torch.randn(shape(hq, lq), device=device).to(dtype)
+    k = torch.randn(shape(hkv, lk), device=device)
+    if k_bias:
+        # Channel-biased K (issue 4 item 6): a large per-channel offset shared by all tokens.
+        bias = torch.randn(d, device=device) * k_bias
+        k = k + bias
+    k = k.to(dtype)
+    v = torch.randn(shape(hkv, lk), device=device).to(dtype)
+    qi, qs, ki, ks, km = quant_per_block_int8_ref(q, k, tensor_layout=layout, blkq=q_group, blkk=k_group)
+    return q, k, v, qi, qs, ki, ks, km
+
+
+def natural_lse(lse2, q, k_mean, layout):
+    """Base-2 LSE of smoothed, log2-scaled scores → natural LSE of the original scores."""
+    qh = q.float() if layout == "HND" else q.float().transpose(1, 2)
+    groups = qh.shape[1] // k_mean.shape[1]
+    km = k_mean.repeat_interleave(groups, dim=1)
+    correction = (qh @ km.transpose(-1, -2)).squeeze(-1) * qh.shape[-1] ** -0.5
+    return lse2.double() / LOG2E + correction.double()

@@ -1,0 +1,85 @@
+"""The support table and ``select_kernel``: every arch from sm75 to sm121, every build state."""
+
+from __future__ import annotations
+
+import pytest
+
+from sageattention import _support
+from sageattention._support import KNOWN_CAPABILITIES, SAGEATTN_PREFERENCE, VARIANTS, select_kernel
+
+ALL_CUDA_OPS = frozenset(v.cuda_op for v in VARIANTS.values() if v.cuda_op)
+ATTENTION_AND_HELPER_OPS = ALL_CUDA_OPS | set(_support.CUDA_HELPER_OPS)
+NEW_TRITON = "3.8.0"
+
+
+def test_every_known_arch_has_a_preference_and_variants_support_it():
+    assert set(SAGEATTN_PREFERENCE) == set(KNOWN_CAPABILITIES)
+    for cap, prefs in SAGEATTN_PREFERENCE.items():
+        assert prefs, f"sm{cap} has no candidate"
+        for name, _ in prefs:
+            assert VARIANTS[name].supports(cap), f"{name} listed for sm{cap} but does not support it"
+        # The last resort is always a Triton variant (no compiled code needed).
+        assert VARIANTS[prefs[-1][0]].backend == "triton"
+
+
+@pytest.mark.parametrize("cap", KNOWN_CAPABILITIES, ids=lambda c: f"sm{c[0]}{c[1]}")
+def test_without_cuda_ops_triton_is_chosen(cap):
+    if cap == (7, 5):
+        with pytest.raises(RuntimeError, match="triton<3.3"):
+            select_kernel(cap, frozenset(), NEW_TRITON)
+        assert select_kernel(cap, frozenset(), "3.2.0").name == "sageattn_qk_int8_pv_fp16_triton"
+        return
+    sel = select_kernel(cap, frozenset(), NEW_TRITON)
+    expected = "sageattn_qk_int8_pv_fp8_triton" if cap >= (8, 9) else "sageattn_qk_int8_pv_fp16_triton"
+    assert sel.name == expected
+
+
+@pytest.mark.parametrize("cap", KNOWN_CAPABILITIES, ids=lambda c: f"sm{c[0]}{c[1]}")
+def test_with_all_cuda_ops_the_cuda_kernel_is_chosen(cap):
+    triton_version = "3.2.0" if cap == (7, 5) else NEW_TRITON
+    sel = select_kernel(cap, ALL_CUDA_OPS, triton_version)
+    expected = {
+        (7, 5): "sageattn_qk_int8_pv_fp16_triton",
+        (8, 0): "sageattn_qk_int8_pv_fp16_cuda",
+        (8, 6): "sageattn_qk_int8_pv_fp16_cuda",
+        (8, 7): "sageattn_qk_int8_pv_fp16_cuda",
+        (8, 9): "sageattn_qk_int8_pv_fp8_cuda",
+        (9, 0): "sageattn_qk_int8_pv_fp8_cuda_sm90",
+    }.get(cap, "sageattn_qk_int8_pv_fp8_cuda")
+    assert sel.name == expected
+    if cap >= (10, 0):
+        assert sel.kwargs == {"qk_quant_gran": "per_warp", "pv_accum_dtype": "fp32+fp16"}
+
+
+def test_unknown_and_too_old_archs_raise():
+    with pytest.raises(RuntimeError, match="sm75"):
+        select_kernel((7, 0), ALL_CUDA_OPS, NEW_TRITON)
+    with pytest.raises(RuntimeError, match="sm130"):
+        select_kernel((13, 0), ALL_CUDA_OPS, NEW_TRITON)
+
+
+def test_no_triton_and_no_cuda_names_both_causes():
+    with pytest.raises(RuntimeError) as info:
+        select_kernel((8, 9), frozenset(), None)
+    msg = str(info.value)
+    assert "qk_int8_sv_f8_attn" in msg and "triton is not installed" in msg
+
+
+def test_old_triton_on_blackwell():
+    with pytest.raises(RuntimeError, match="triton >= 3.3"):
+        select_kernel((12, 0), frozenset(), "3.2.0")
+
+
+def test_selection_is_deterministic():
+    first = [select_kernel(c, frozenset(), NEW_TRITON) for c in KNOWN_CAPABILITIES[1:]]
+    second = [select_kernel(c, frozenset(), NEW_TRITON) for c in KNOWN_CAPABILITIES[1:]]
+    assert first == second
+
+
+def test_this_build_reports_its_cuda_ops():
+    # Whatever the build, the reported ops are a subset of the table's ops and the reason string
+    # is non-empty when none are there.
+    built = _support.built_cuda_ops()
+    assert built <= ATTENTION_AND_HELPER_OPS
+    if not built:
+        assert _support.missing_cuda_reason()
