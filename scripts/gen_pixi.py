@@ -29,7 +29,7 @@ HEADER = """\
 # Tools every cell needs; keep in step with requirements/dev.txt (the no-pixi path).
 TOOLS_CONDA = [
     ("pip", "*", None),
-    ("setuptools", ">=69", None),
+    ("setuptools", ">=77", "SPDX license string in pyproject.toml"),
     ("wheel", ">=0.48", "`wheel tags --build` rewrites name, WHEEL and RECORD together"),
     ("ninja", "*", "parallel compiles in torch.utils.cpp_extension"),
     ("packaging", ">=24", None),

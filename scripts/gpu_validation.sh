@@ -5,7 +5,7 @@
 #
 #   bash scripts/gpu_validation.sh [--cell CELL] [--archs "9.0a"] [--bench] [--skip-build]
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 cell="" archs="" bench=0 build=1
@@ -19,6 +19,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 export PYTHONUNBUFFERED=1
+# The lent H100's image sets TORCH_CUDA_ARCH_LIST=9.0a and a g++ wrapper that links libstdc++
+# statically (a TORCH_CHECK message then crashed inside _C.so; preflight refuses such a g++).
+# Use the system compilers and the cell's default arch list unless --archs says otherwise.
+if [ -x /usr/bin/g++ ]; then export CC=/usr/bin/gcc CXX=/usr/bin/g++; fi
+unset TORCH_CUDA_ARCH_LIST
+# `wheel tags --build` needs wheel >= 0.48: carry .whl/ (see README of the device tool) if absent.
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
 PY=${PYTHON:-python3}
 status=0
 

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+for _path in (REPO_ROOT, REPO_ROOT / "sageattention3_blackwell"):  # sageattention, scripts, sageattn3
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 
 def _cuda_available() -> bool:

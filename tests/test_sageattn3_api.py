@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-_SAGE3_ROOT = str(Path(__file__).resolve().parents[1] / "sageattention3_blackwell")
-if _SAGE3_ROOT not in sys.path:
-    sys.path.insert(0, _SAGE3_ROOT)
+from sageattn3 import sageattn3_blackwell
+from sageattn3.accuracy import ACCURACY_FLOORS
+from sageattn3.api import ALLOW_REFERENCE_ENV, kernel_unavailable_reason
+from sageattn3.reference import sageattn3_reference
 
-from sageattn3 import sageattn3_blackwell  # noqa: E402
-from sageattn3.accuracy import ACCURACY_FLOORS  # noqa: E402
-from sageattn3.api import ALLOW_REFERENCE_ENV, kernel_unavailable_reason  # noqa: E402
-from sageattn3.reference import sageattn3_reference  # noqa: E402
-
-from sageattention.testing.metrics import cosine_similarity, relative_l1  # noqa: E402
-from sageattention.testing.reference import attention_ref  # noqa: E402
+from sageattention.testing.metrics import cosine_similarity, relative_l1
+from sageattention.testing.reference import attention_ref
 
 
 def _qkv(b=1, hq=2, hkv=2, lq=64, lk=64, d=64, dtype=torch.bfloat16, layout="HND", seed=0):

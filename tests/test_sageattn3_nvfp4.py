@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 # sageattn3 lives in its own package directory (a separate distribution); make it importable in-tree.
-_SAGE3_ROOT = str(Path(__file__).resolve().parents[1] / "sageattention3_blackwell")
-if _SAGE3_ROOT not in sys.path:
-    sys.path.insert(0, _SAGE3_ROOT)
-
-from sageattn3.nvfp4 import (  # noqa: E402
+from sageattn3.nvfp4 import (
     BLOCK,
     E2M1_MAX,
     dequantize_nvfp4,

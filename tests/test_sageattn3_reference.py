@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-_SAGE3_ROOT = str(Path(__file__).resolve().parents[1] / "sageattention3_blackwell")
-if _SAGE3_ROOT not in sys.path:
-    sys.path.insert(0, _SAGE3_ROOT)
+from sageattn3.accuracy import ACCURACY_FLOORS, EXACT_FLOORS, TWO_LEVEL_MIN_GAIN, make_inputs
+from sageattn3.reference import sageattn3_reference
 
-from sageattn3.accuracy import ACCURACY_FLOORS, EXACT_FLOORS, TWO_LEVEL_MIN_GAIN, make_inputs  # noqa: E402
-from sageattn3.reference import sageattn3_reference  # noqa: E402
-
-from sageattention.testing.metrics import cosine_similarity, relative_l1  # noqa: E402
-from sageattention.testing.reference import attention_ref  # noqa: E402
+from sageattention.testing.metrics import cosine_similarity, relative_l1
+from sageattention.testing.reference import attention_ref
 
 
 def _assert_exact(out, ref):
