@@ -22,6 +22,7 @@ copied only when its head dim must be padded or its last dim is not contiguous.
 
 from __future__ import annotations
 
+import numbers
 import os
 
 import torch
@@ -65,7 +66,8 @@ def _check_kwargs(fn: str, kwargs: dict, sm_scale, attn_mask=None):
             raise ValueError(f"{fn}: scale={kwargs['scale']!r} and sm_scale={sm_scale!r} disagree; pass only sm_scale")
         sm_scale = kwargs["scale"]
     if sm_scale is not None:
-        if isinstance(sm_scale, bool) or not isinstance(sm_scale, (int, float)):
+        # numbers.Real: Python and NumPy scalars (np.float32 is not a float subclass).
+        if isinstance(sm_scale, bool) or not isinstance(sm_scale, numbers.Real):
             raise TypeError(f"{fn}: sm_scale must be a float or None, got {type(sm_scale).__name__}")
         if not (float(sm_scale) > 0 and float(sm_scale) < float("inf")):
             raise ValueError(f"{fn}: sm_scale must be positive and finite, got {sm_scale!r}")
@@ -205,10 +207,11 @@ def _triton_attention(
 ):
     from .triton.quant_per_block_int8 import mean_over_tokens, quant_per_block_int8
 
-    b, hq, hkv, lq, lk, d = _dims(fn, q, k, v, tensor_layout, _support.TRITON_HEAD_DIMS)
+    head_dims = _support.VARIANTS[fn].head_dims
+    b, hq, hkv, lq, lk, d = _dims(fn, q, k, v, tensor_layout, head_dims)
     if b * hq * lq == 0:
         return _empty_result(q, return_lse, (b, hq, lq))
-    d_pad = _padded_head_dim(d, _support.TRITON_HEAD_DIMS)
+    d_pad = _padded_head_dim(d, head_dims)
     if sm_scale is None:
         sm_scale = d**-0.5
     with _device_guard(q):
@@ -386,7 +389,7 @@ def sageattn_varlen(
     cu_seqlens_q, cu_seqlens_k : Tensor, torch.int32, ``[B + 1]``, on q's device
         Cumulative lengths: 0 first, ``T`` last, non-decreasing (checked, one host sync).
     max_seqlen_q, max_seqlen_k : int
-        Longest sequence lengths (must equal the true maxima).
+        Upper bounds of the sequence lengths (as flash-attn; smaller than the true maxima is an error).
     is_causal : bool
         Top-left aligned within each sequence.
     sm_scale : float, optional
@@ -436,13 +439,18 @@ def sageattn_varlen(
         steps = [b - a for a, b in zip(host, host[1:])]
         if host[0] != 0 or host[-1] != total or min(steps) < 0:
             raise ValueError(f"{fn}: {name} must start at 0, end at {total} (the packed length) and not decrease, got {host}")
-        if max(steps) != max_len:
+        if max(steps) > max_len:
             raise ValueError(f"{fn}: {max_name}={max_len} but the longest sequence in {name} has {max(steps)} tokens")
         lengths[name] = steps
+    # An upper bound is accepted (flash-attn and upstream callers pass one); the kernels get the
+    # true maxima, known from the host copy above, so no grid block is launched for nothing.
+    max_seqlen_q, max_seqlen_k = max(lengths["cu_seqlens_q"]), max(lengths["cu_seqlens_k"])
     if cu_seqlens_q.numel() != cu_seqlens_k.numel():
         raise ValueError(f"{fn}: cu_seqlens_q and cu_seqlens_k must have the same length (B + 1), got {cu_seqlens_q.numel()} and {cu_seqlens_k.numel()}")
     if any(lk == 0 and lq > 0 for lq, lk in zip(lengths["cu_seqlens_q"], lengths["cu_seqlens_k"])):
         raise ValueError(f"{fn}: a sequence has queries but no keys (cu_seqlens_k step of 0)")
+    # The kernels read cu_seqlens[b] at offset b: a strided view (e.g. cu[::2]) must be compacted.
+    cu_seqlens_q, cu_seqlens_k = cu_seqlens_q.contiguous(), cu_seqlens_k.contiguous()
     if tq == 0:
         return torch.empty_like(q)
     d_pad = _padded_head_dim(d, _support.TRITON_HEAD_DIMS)
@@ -500,7 +508,7 @@ def _check_cuda_call(fn, q, k, v, tensor_layout, flags, choices, sm_scale, kwarg
         _check_flag(fn, name, flag)
     for name, value, allowed in choices:
         _check_choice(fn, name, value, allowed)
-    _dims(fn, q, k, v, tensor_layout, _support.CUDA_HEAD_DIMS)
+    _dims(fn, q, k, v, tensor_layout, _support.VARIANTS[fn].head_dims)
     return sm_scale
 
 
@@ -672,7 +680,8 @@ def sageattn(
     Parameters
     ----------
     q, k, v, tensor_layout, is_causal, sm_scale, return_lse, **kwargs
-        As :func:`sageattn_qk_int8_pv_fp16_triton` (K smoothing always on).
+        As :func:`sageattn_qk_int8_pv_fp16_triton`; ``**kwargs`` reach the chosen variant, so
+        ``smooth_k=False`` turns K smoothing off (it is on by default).
 
     Returns
     -------

@@ -5,7 +5,8 @@ Usage (from the repo root; inside pixi the cell comes from ``$PIXI_ENVIRONMENT_N
     python -m scripts.build --cell py311-torch214-cu130 --archs 8.0    # trimmed dev build
     pixi run -e py312-torch28-cu129 build                               # the cell's full arch list
 
-Options: ``--package`` (sageattention | sageattn3), ``--archs`` (else ``$TORCH_CUDA_ARCH_LIST``,
+Options: ``--package`` (sageattention | sageattn3; default: ``sageattention`` if the cell builds it,
+else the cell's first package), ``--archs`` (else ``$TORCH_CUDA_ARCH_LIST``,
 else scripts/cuda_archs.py's default for the cell's CUDA), ``--jobs`` (``MAX_JOBS``; default all
 cores), ``--dist-dir`` (default ``dist``), ``--keep-temp`` (keep the temp build dir and its log).
 
@@ -120,11 +121,17 @@ def _tail(path: Path, count: int = 60) -> str:
     return "".join(path.read_text(errors="replace").splitlines(True)[-count:])
 
 
-def build(cell_name: str | None, package: str, archs: list[str] | None, jobs: int,
+def default_package(cell) -> str:
+    """The package ``build`` makes when none is named: sageattention, unless the cell only builds others."""
+    return "sageattention" if "sageattention" in cell.packages else cell.packages[0]
+
+
+def build(cell_name: str | None, package: str | None, archs: list[str] | None, jobs: int,
           dist_dir: Path, keep_temp: bool = False) -> BuildResult:
     """Build, retag, verify and publish one wheel; see the module docstring."""
     started = time.monotonic()
     cell = preflight.resolve_cell(cell_name)
+    package = package or default_package(cell)
     report = preflight.check(cell, archs, preflight.probe(), package)
     for line in report.lines():
         print(f"preflight: {line}")
@@ -198,7 +205,8 @@ def summary_table(results: list[BuildResult]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build, retag, verify and publish one matrix cell's wheel.")
     parser.add_argument("--cell", help="matrix cell (default: $PIXI_ENVIRONMENT_NAME)")
-    parser.add_argument("--package", default="sageattention", choices=sorted(PACKAGE_SOURCES))
+    parser.add_argument("--package", choices=sorted(PACKAGE_SOURCES),
+                        help="default: sageattention if the cell builds it, else the cell's first package")
     parser.add_argument("--archs", help="arch list like '8.0;9.0a' (default: $TORCH_CUDA_ARCH_LIST or the cell's)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compile jobs (MAX_JOBS)")
     parser.add_argument("--dist-dir", type=Path, default=REPO_ROOT / "dist", help="output root (default: dist)")
@@ -213,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     except (preflight.PreflightError, cuda_archs.ArchError) as exc:
         print(f"preflight: {exc}", file=sys.stderr)
         return 1
-    except (BuildError, wheel_retag.RetagError, wheel_verify.VerifyError, wheel_dist.DistError) as exc:
+    # FileNotFoundError: a tool verify needs (cuobjdump, readelf) is missing; its message names the fix.
+    except (BuildError, wheel_retag.RetagError, wheel_verify.VerifyError, wheel_dist.DistError,
+            FileNotFoundError) as exc:
         print(f"build: error: {exc}", file=sys.stderr)
         return 1
     print()

@@ -38,15 +38,18 @@ def index_channel(channel_dir: Path | str) -> dict[str, list[str]]:
     Raises
     ------
     ValueError
-        If ``channel_dir`` does not exist or holds no ``<subdir>/*.conda`` / ``*.tar.bz2``.
+        If ``channel_dir`` does not exist or holds no ``<subdir>/*.conda`` / ``*.tar.bz2``, or
+        py-rattler is not installed.
     """
-    from rattler.index import index_fs  # imported here: --help works without py-rattler
-
     channel_dir = Path(channel_dir).resolve()
     if not channel_dir.is_dir():
         raise ValueError(f"channel_dir {channel_dir} does not exist: build packages first (python -m scripts.conda_build)")
     if not _package_files(channel_dir):
         raise ValueError(f"channel_dir {channel_dir} has no <subdir>/*.conda or *.tar.bz2 packages to index")
+    try:
+        from rattler.index import index_fs  # imported here: --help works without py-rattler
+    except ImportError as exc:
+        raise ValueError(f"indexing needs py-rattler ({exc}): pip install 'py-rattler>=0.28' (Python >= 3.10)") from None
     # A conda channel must have noarch/ even when every package is linux-64 (conda-index docs).
     (channel_dir / "noarch").mkdir(exist_ok=True)
     # force: rewrite from the packages present, so a removed package leaves the index too.

@@ -283,7 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--package", default="sageattention", choices=["sageattention", "sageattn3"])
     parser.add_argument("--torch", help="torch version of the cell (drops archs its cpp_extension lacks)")
     args = parser.parse_args(argv)
-    print(";".join(default_arch_list(args.cuda, args.package, args.torch)))
+    try:
+        archs = default_arch_list(args.cuda, args.package, args.torch)
+    except ValueError as exc:  # a malformed or unsupported CUDA/torch version: one line, no traceback
+        print(f"cuda_archs: {exc}", file=sys.stderr)
+        return 2
+    print(";".join(archs))
     return 0
 
 

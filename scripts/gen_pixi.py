@@ -127,6 +127,7 @@ def render(matrix: Matrix) -> str:
             f"[feature.{tag}.dependencies]",
             _entry("cuda-version", _q(f"{cuda}.*")),
             _entry("cuda-nvcc", _q(f"{cuda}.*")),
+            _entry("cuda-cuobjdump", _q("*"), "verify lists each arch's SASS (not in cuda-nvcc)"),
             _entry("cuda-cudart-dev", _q("*"), "these four: headers ATen/cuda includes;"),
             _entry("libcublas-dev", _q("*"), "versions follow cuda-version"),
             _entry("libcusparse-dev", _q("*")),

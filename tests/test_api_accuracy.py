@@ -12,9 +12,15 @@ import pytest
 import torch
 
 import sageattention as sa
-from sageattention.testing.emulation import attn_qk_int8_pv_fp8_emulated, attn_qk_int8_pv_fp16_emulated
+from sageattention.testing.emulation import (
+    EMULATION_TOLERANCE,
+    attn_qk_int8_pv_fp8_emulated,
+    attn_qk_int8_pv_fp16_emulated,
+    relative_max_error,
+)
 from sageattention.testing.metrics import LSE_MAX_ABS_ERROR, assert_close_to_reference
 from sageattention.testing.reference import attention_ref, quant_per_block_int8_ref, quant_v_per_channel_fp8_ref, to_hnd
+from sageattention.triton.attn_qk_int8_pv_fp16 import _attn_qk_int8_kernel
 
 SCHEMES = {"fp16": ("int8", "fp16", "fp32"), "fp8": ("int8", "fp8", "fp32")}
 FUNCTIONS = {"fp16": sa.sageattn_qk_int8_pv_fp16_triton, "fp8": sa.sageattn_qk_int8_pv_fp8_triton}
@@ -45,20 +51,26 @@ def _skip_fp8_if_unsupported(pv):
         pytest.skip("FP8 P·V needs sm89+ (Triton has no e4m3 dot before)")
 
 
-def emulate(q, k, v, *, pv, layout, is_causal, sm_scale=None):
+def emulate(q, k, v, *, pv, layout, is_causal, sm_scale=None, smooth_v=False):
     """The same quantization in PyTorch (reference quantizers + the kernel emulation)."""
     d = q.shape[-1]
     pad = lambda t: torch.nn.functional.pad(t, (0, (64 if d <= 64 else 128 if d <= 128 else 256) - d))  # noqa: E731
     q_i8, q_s, k_i8, k_s, _ = quant_per_block_int8_ref(q, k, tensor_layout=layout, sm_scale=sm_scale)
+    # Walk the same key blocks as the kernel's last launch (P is rounded at each block's running max).
+    block_n = _attn_qk_int8_kernel.best_config.kwargs["BLOCK_N"]
     if pv == "fp16":
         out, _ = attn_qk_int8_pv_fp16_emulated(
-            pad(q_i8), pad(k_i8), pad(v.to(torch.float16)), q_s, k_s, tensor_layout=layout, is_causal=is_causal
+            pad(q_i8), pad(k_i8), pad(v.to(torch.float16)), q_s, k_s, tensor_layout=layout, is_causal=is_causal,
+            block_n=block_n,
         )
     else:
-        v8, v_s, _ = quant_v_per_channel_fp8_ref(pad(v), tensor_layout=layout)
+        v8, v_s, v_mean = quant_v_per_channel_fp8_ref(pad(v), tensor_layout=layout, smooth_v=smooth_v)
         out, _ = attn_qk_int8_pv_fp8_emulated(
-            pad(q_i8), pad(k_i8), v8, q_s, k_s, v_s, tensor_layout=layout, is_causal=is_causal
+            pad(q_i8), pad(k_i8), v8, q_s, k_s, v_s, tensor_layout=layout, is_causal=is_causal, block_n=block_n,
         )
+        if smooth_v:  # rows of P sum to 1: the V mean is added back to every output row
+            vm = v_mean.repeat_interleave(q_i8.shape[1 if layout == "HND" else 2] // v_mean.shape[1], dim=1)
+            out = out + (vm if layout == "HND" else vm.transpose(1, 2))
     return out[..., :d]
 
 
@@ -66,7 +78,13 @@ def check(q, k, v, *, pv, layout="HND", is_causal=False, kind="randn", **kwargs)
     out = FUNCTIONS[pv](q, k, v, tensor_layout=layout, is_causal=is_causal, **kwargs)
     assert out.shape == q.shape and out.dtype == q.dtype
     ref, _ = attention_ref(q, k, v, tensor_layout=layout, is_causal=is_causal, sm_scale=kwargs.get("sm_scale"))
-    emu = emulate(q, k, v, pv=pv, layout=layout, is_causal=is_causal, sm_scale=kwargs.get("sm_scale"))
+    emu = emulate(q, k, v, pv=pv, layout=layout, is_causal=is_causal, sm_scale=kwargs.get("sm_scale"),
+                  smooth_v=kwargs.get("smooth_v", False))
+    # Direct agreement with the emulation: the rel-L1 rule below alone is vacuous where the scheme
+    # itself is inaccurate ("outliers": an all-zero output would pass it).
+    bound = EMULATION_TOLERANCE["fp8" if pv == "fp8" else "fp32"]["out"] + torch.finfo(out.dtype).eps
+    err = relative_max_error(out.float(), emu)
+    assert err <= bound, f"{pv} {layout}: API output vs emulation max rel err {err:.3e} > {bound:.1e}"
     return assert_close_to_reference(
         out, ref, emulated=emu, scheme=SCHEMES[pv], inputs=kind, context=f"{pv} {layout} {tuple(q.shape)}"
     )
@@ -144,11 +162,13 @@ def test_lse_is_natural_log_and_corrected_for_smoothing(pv, smooth_k, device):
 
 def test_smooth_v_fp8(device):
     _skip_fp8_if_unsupported("fp8")
-    q, k, v = make_qkv(device, lq=65)
+    q, k, v = make_qkv(device, lq=65, hq=4, layout="NHD")
     v = v + 3.0  # channel bias in V: what smoothing V is for
-    out = sa.sageattn_qk_int8_pv_fp8_triton(q, k, v, smooth_v=True)
-    ref, _ = attention_ref(q, k, v)
-    assert_close_to_reference(out, ref, scheme=SCHEMES["fp8"], context="smooth_v")
+    check(q, k, v, pv="fp8", layout="NHD", smooth_v=True)
+    # The flag must act: the output is nearer the smoothed scheme than the unsmoothed one.
+    out = sa.sageattn_qk_int8_pv_fp8_triton(q, k, v, tensor_layout="NHD", smooth_v=True)
+    smoothed, plain = (emulate(q, k, v, pv="fp8", layout="NHD", is_causal=False, smooth_v=s) for s in (True, False))
+    assert relative_max_error(out.float(), smoothed) < relative_max_error(out.float(), plain)
 
 
 def test_sageattn_dispatches_and_matches_a_variant(device, capfd):

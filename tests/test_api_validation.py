@@ -145,7 +145,9 @@ VARLEN_BAD = [
     ("wrong max", lambda a: (*a[:5], 4, a[6]), ValueError, "max_seqlen_q=4"),
     ("float max", lambda a: (*a[:6], 5.0), TypeError, "max_seqlen_k"),
     ("4-D q", lambda a: (a[0][None], *a[1:]), ValueError, "q must be 3-D"),
-    ("cu lengths differ", lambda a: (*a[:4], torch.tensor([0, 8], dtype=torch.int32, device=a[0].device), 8, 8), ValueError, None),
+    # max_seqlen_q stays right (5), so only the B + 1 mismatch can trigger the error.
+    ("cu lengths differ", lambda a: (*a[:4], torch.tensor([0, 8], dtype=torch.int32, device=a[0].device), 5, 8),
+     ValueError, "must have the same length"),
 ]
 
 
@@ -155,6 +157,25 @@ def test_varlen_bad_input(case, device):
     args = mutate(_varlen(device))
     with pytest.raises(exc, match=re.escape(fragment) if fragment else None):
         sageattention.sageattn_varlen(*args)
+
+
+def test_varlen_strided_cu_seqlens_are_read_correctly(device):
+    # cu[::2] is a strided view; the kernels index cu_seqlens[b] at offset b.
+    q, k, v, cu, _, max_q, max_k = _varlen(device)
+    spread = torch.stack([cu, torch.full_like(cu, 99)], dim=1).flatten()[:-1]
+    strided = spread[::2]
+    assert not strided.is_contiguous() and torch.equal(strided, cu)
+    want = sageattention.sageattn_varlen(q, k, v, cu, cu, max_q, max_k)
+    got = sageattention.sageattn_varlen(q, k, v, strided, strided, max_q, max_k)
+    assert torch.equal(got, want)
+
+
+def test_varlen_accepts_an_upper_bound_for_max_seqlen(device):
+    # flash-attn and upstream callers pass an upper bound; the result must not change.
+    q, k, v, cu, _, max_q, max_k = _varlen(device)
+    want = sageattention.sageattn_varlen(q, k, v, cu, cu, max_q, max_k)
+    got = sageattention.sageattn_varlen(q, k, v, cu, cu, max_q + 200, max_k + 77)
+    assert torch.equal(got, want)
 
 
 def test_import_needs_no_triton_and_no_extension():

@@ -175,6 +175,8 @@ def test_gpu_real_sizes(seqlen, causal):
 @pytest.mark.gpu
 @pytest.mark.parametrize("k_bias", [0.0, 4.0], ids=["randn", "channel-biased-k"])
 def test_gpu_accuracy_targets_at_4k(k_bias):
-    """Issue 4 FP8 target at hd128, L=4096, non-causal: cos >= 0.9993, rel-L1 <= 0.037."""
+    """hd128, L=4096, non-causal, judged by the tolerance table's FP8 floors (cos >= 0.999,
+    rel-L1 <= 0.045 / 0.05): not the issue's target (0.9993 / 0.037, ``metrics.TARGETS``), which
+    sits below the e4m3 format floor and which the kernel misses (0.99925 / 0.039 on the H100)."""
     run_and_check("cuda", lq=4096, lk=4096, hq=8, hkv=8, d=128, token_major_v=True, dtype=torch.bfloat16,
                   k_bias=k_bias, kind="biased_k" if k_bias else "randn", check_reference="table")

@@ -84,6 +84,15 @@ def test_torch_pin_and_include_flags():
         setup.include_dir_flags(["/odd,path"])
 
 
+def test_build_defaults_to_a_package_the_cell_builds():
+    """A sageattn3-only cell (py313-torch27-cu128) must not default to sageattention (CI `all`)."""
+    from scripts import build
+
+    matrix = load_matrix()
+    assert build.default_package(matrix.cell("py312-torch28-cu129")) == "sageattention"
+    assert build.default_package(matrix.cell("py313-torch27-cu128")) == "sageattn3"
+
+
 # ---- the real build ---------------------------------------------------------------------------
 
 

@@ -164,6 +164,15 @@ def test_cli_prints_the_default(capsys):
     assert capsys.readouterr().out.strip() == "10.0a;12.0a"
 
 
+@pytest.mark.parametrize("argv, message", [(["thirteen"], "MAJOR.MINOR"), (["11.8"], "older than 12.0"),
+                                           (["12.6", "--package", "sageattn3"], "needs CUDA >= 12.8"),
+                                           (["12.9", "--torch", "2.5.0"], "older than 2.6")])
+def test_cli_bad_input_is_one_line_not_a_traceback(capsys, argv, message):
+    assert cuda_archs.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cuda_archs: ") and message in err and err.count("\n") == 1
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None and not os.environ.get("CUDA_HOME"), reason="no nvcc")
 def test_default_list_for_the_installed_nvcc_is_accepted_by_it():
     nvcc, _ = cuda_env.find_nvcc()

@@ -123,6 +123,7 @@ def test_environment_pins(cell):
     pypi = _merged(cell.name, "pypi-dependencies")
     assert conda["python"] == f"{cell.python}.*"
     assert conda["cuda-version"] == conda["cuda-nvcc"] == f"{cell.cuda}.*"
+    assert "cuda-cuobjdump" in conda  # scripts/wheel_verify.py needs it; cuda-nvcc does not ship it
     for header_pkg in ("cuda-cudart-dev", "libcublas-dev", "libcusparse-dev", "libcusolver-dev"):
         assert header_pkg in conda
     assert pypi["torch"] == {"version": f"=={cell.torch}",

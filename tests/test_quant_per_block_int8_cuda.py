@@ -188,3 +188,21 @@ def test_the_op_itself_rejects_bad_input(args, message):
     scale = torch.empty(1, 2, 1, device="cuda")
     with pytest.raises(RuntimeError, match=message):
         torch.ops.sageattention.quant_per_block_int8(*args(x, out, scale))
+
+
+def test_element_offsets_beyond_int32():
+    """A tensor of more than 2**31 elements: the tail block's offsets only fit in int64 index math."""
+    length = 2**31 // 128 + 200  # [1, 1, L, 128]: 2**31 + 25600 elements
+    need = length * 128 * 3  # fp16 input + int8 output, in bytes
+    free, _ = torch.cuda.mem_get_info()
+    if free < need + (1 << 30):
+        pytest.skip(f"needs {need / 2**30:.1f} GiB free GPU memory for a >2**31-element tensor, {free / 2**30:.1f} GiB free")
+    x = torch.zeros(1, 1, length, 128, device="cuda", dtype=torch.float16)
+    tail = (length - 300) // 64 * 64  # a block boundary ~300 tokens before the end
+    with torch.no_grad():
+        x[:, :, tail:] = torch.randn(1, 1, length - tail, 128, device="cuda", dtype=torch.float16)
+    x_int8, scale = _ops.quant_per_block_int8(x, 64)
+    ref_q, ref_s = quant_int8_groups(x[:, :, tail:].cpu().float(), 64)
+    assert_exact(x_int8[:, :, tail:], ref_q, "tail q_int8 past 2**31 elements")
+    assert_exact(scale[:, :, tail // 64:], ref_s, "tail scales past 2**31 elements")
+    assert (scale[:, :, : tail // 64] == 0).all()

@@ -140,8 +140,9 @@ __global__ void MeanOverTokensKernel(const T* __restrict__ x, float* __restrict_
   float sum = 0.0f;
   if (channel < head_dim) {
     const T* column = x + batch * x_strides.batch + head * x_strides.head + channel;
-    for (int token = threadIdx.y; token < num_tokens; token += kMeanRows) {
-      sum += to_float(column[static_cast<int64_t>(token) * x_strides.token]);
+    // int64 counter: with num_tokens near INT32_MAX an int `token += 8` would overflow.
+    for (int64_t token = threadIdx.y; token < num_tokens; token += kMeanRows) {
+      sum += to_float(column[token * x_strides.token]);
     }
   }
   partial[threadIdx.y][threadIdx.x] = sum;

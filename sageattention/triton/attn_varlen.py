@@ -81,6 +81,8 @@ def attn_varlen_qk_int8_pv_fp16(
     for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
         if not isinstance(cu, torch.Tensor) or cu.dtype != torch.int32 or cu.dim() != 1:
             raise TypeError(f"{name} must be a 1-D torch.int32 tensor, got {getattr(cu, 'dtype', type(cu).__name__)}")
+        if not cu.is_contiguous():
+            raise ValueError(f"{name} must be contiguous (the kernel reads entry b at offset b), got strides {cu.stride()}")
         _check_device(name, cu, q_int8.device)
     if cu_seqlens_q.numel() != cu_seqlens_k.numel() or cu_seqlens_q.numel() < 2:
         raise ValueError(

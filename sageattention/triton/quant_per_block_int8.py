@@ -129,6 +129,8 @@ def _varlen_geometry(x: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
         raise ValueError(f"{name} must be 3-D [T, H, D] with cu_seqlens, got shape {tuple(x.shape)}")
     if cu_seqlens.dtype != torch.int32 or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
         raise ValueError(f"cu_seqlens must be a 1-D int32 tensor with B + 1 >= 2 entries, got {cu_seqlens.dtype} {tuple(cu_seqlens.shape)}")
+    if not cu_seqlens.is_contiguous():
+        raise ValueError(f"cu_seqlens must be contiguous (the kernels read entry b at offset b), got strides {cu_seqlens.stride()}")
     if not isinstance(max_seqlen, int) or max_seqlen < 0:
         raise ValueError(f"max_seqlen must be a non-negative int, got {max_seqlen!r}")
     t, h, d = x.shape
