@@ -26,6 +26,11 @@ for _path in (REPO_ROOT, REPO_ROOT / "sageattention3_blackwell"):  # sageattenti
         sys.path.insert(0, str(_path))
 
 
+#: The real wheel tests/test_build_wheel.py built in this session; tests/test_conda_channel.py
+#: assembles a conda package from it (test_build_wheel.py runs first: files run in name order).
+BUILT_WHEEL = pytest.StashKey[Path]()
+
+
 def _cuda_available() -> bool:
     # torch.cuda.is_available() does not initialise a CUDA context, and importing torch does not
     # import triton, so the interpreter flag below is still set in time.

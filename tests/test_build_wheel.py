@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import BUILT_WHEEL
 from scripts import cuda_env
 from scripts.matrix import load_matrix
 from scripts.wheel_verify import Expected, verify_wheel
@@ -127,7 +128,7 @@ def _stream(cmd, capsys, **kwargs) -> tuple[int, str]:
 
 
 @pytest.mark.build
-def test_real_build_retag_verify_and_install_in_a_fresh_venv(tmp_path, capsys):
+def test_real_build_retag_verify_and_install_in_a_fresh_venv(tmp_path, capsys, request):
     torch = pytest.importorskip("torch")
     if torch.version.cuda is None:
         _skip_or_fail(f"torch {torch.__version__} is a CPU build")
@@ -154,6 +155,7 @@ def test_real_build_retag_verify_and_install_in_a_fresh_venv(tmp_path, capsys):
     assert wheel.is_file(), f"expected {wheel}; dist has {[p.name for p in (dist / cell.name).iterdir()]}"
     assert f"retagged -> {name}" in output and "verify: ok" in output
     report = verify_wheel(wheel, Expected("sageattention", "2.2.0", cell.build_tag, cell.torch_minor, [BUILD_ARCHS]))
+    request.config.stash[BUILT_WHEEL] = wheel
     assert (dist / cell.name / "SHA256SUMS").read_text().endswith(f"  {name}\n")
 
     # Rebuilding the same source is byte-identical (SOURCE_DATE_EPOCH, stripped symtab), so

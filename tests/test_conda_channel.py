@@ -29,6 +29,7 @@ import rattler_build  # noqa: E402
 from rattler.package_streaming import extract as extract_package  # noqa: E402
 from rattler.exceptions import SolverError  # noqa: E402
 
+from conftest import BUILT_WHEEL  # noqa: E402
 from scripts import conda_index, conda_variants, matrix  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -203,14 +204,18 @@ def test_index_refuses_an_empty_or_missing_channel(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().out
 
 
-def test_channel_from_a_built_wheel(tmp_path):
-    """The same, from a real wheel of `python -m scripts.build` (with the CUDA extension)."""
+def test_channel_from_a_built_wheel(tmp_path, request):
+    """The same, from a real wheel of `python -m scripts.build` (with the CUDA extension): the one
+    tests/test_build_wheel.py built in this session (CI), else the newest in dist/<cell>/."""
     mx = matrix.load_matrix()
-    wheels = sorted((REPO_ROOT / "dist").glob("*/sageattention-*.whl"))
+    wheels = [request.config.stash[BUILT_WHEEL]] if BUILT_WHEEL in request.config.stash else []
+    wheels = wheels or sorted((REPO_ROOT / "dist").glob("*/sageattention-*.whl"))
     if not wheels:
-        pytest.skip("no built wheel in dist/<cell>/ (python -m scripts.build makes one)")
+        pytest.skip("no built wheel: tests/test_build_wheel.py did not run and dist/<cell>/ is empty")
     wheel = wheels[-1]
     cell = mx.cell(wheel.parent.name)
+    with zipfile.ZipFile(wheel) as archive:
+        assert [n for n in archive.namelist() if n.startswith("sageattention/_C")], f"{wheel.name} has no compiled _C"
     variant = conda_variants.conda_variant(cell, "sageattention", mx.packages["sageattention"])
     if isinstance(variant, conda_variants.SkippedCell):
         pytest.skip(f"the built wheel's cell has no conda variant: {variant.reason}")
