@@ -60,6 +60,9 @@ class Variant:
     dtypes: tuple[str, ...] = ("float16", "bfloat16")
     head_dims: tuple[int, ...] = TRITON_HEAD_DIMS
     cuda_op: str | None = None
+    # False while the public function cannot call ``cuda_op`` yet (it raises instead): then
+    # ``sageattn`` must not pick the variant even if a build registers the op.
+    has_python_binding: bool = True
 
     def supports(self, capability: tuple[int, int]) -> bool:
         if tuple(capability) < self.min_capability:
@@ -74,16 +77,16 @@ VARIANTS: dict[str, Variant] = {
         Variant("sageattn_qk_int8_pv_fp8_triton", "triton", (8, 9)),
         Variant(
             "sageattn_qk_int8_pv_fp16_cuda", "cuda", (8, 0), head_dims=CUDA_HEAD_DIMS,
-            cuda_op="qk_int8_sv_f16_attn",
+            cuda_op="qk_int8_sv_f16_attn", has_python_binding=False,  # issues 5/6
         ),
         Variant(
             "sageattn_qk_int8_pv_fp8_cuda", "cuda", (8, 9),
             capabilities=((8, 9), (10, 0), (10, 1), (10, 3), (11, 0), (12, 0), (12, 1)),
-            head_dims=CUDA_HEAD_DIMS, cuda_op="qk_int8_sv_f8_attn",
+            head_dims=CUDA_HEAD_DIMS, cuda_op="qk_int8_sv_f8_attn", has_python_binding=False,  # issues 5/6
         ),
         Variant(
             "sageattn_qk_int8_pv_fp8_cuda_sm90", "cuda", (9, 0), capabilities=((9, 0),),
-            head_dims=CUDA_HEAD_DIMS, cuda_op="qk_int8_sv_f8_attn_sm90",
+            head_dims=CUDA_HEAD_DIMS, cuda_op="qk_int8_sv_f8_attn_sm90", has_python_binding=False,  # issues 5/6
         ),
     )
 }
@@ -186,9 +189,12 @@ def select_kernel(
     for name, kwargs in SAGEATTN_PREFERENCE[cap]:
         variant = VARIANTS[name]
         if variant.backend == "cuda":
-            if variant.cuda_op in built_ops:
+            if variant.cuda_op in built_ops and variant.has_python_binding:
                 return Selection(name, dict(kwargs))
-            reasons.append(f"{name}: CUDA op sageattention::{variant.cuda_op} not in this build")
+            if variant.cuda_op in built_ops:
+                reasons.append(f"{name}: its Python entry point does not call sageattention::{variant.cuda_op} yet")
+            else:
+                reasons.append(f"{name}: CUDA op sageattention::{variant.cuda_op} not in this build")
         else:
             problem = triton_problem(cap, triton_version)
             if problem is None:
