@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from .reference import LOG2E, quant_per_block_int8_ref, to_hnd
+from .reference import LOG2E, quant_per_block_int8_ref, quant_v_per_channel_fp8_ref, to_hnd
 
 #: log2(448): P scaled into the e4m3 range [0, 448] through the exponent (notes §2.3.4).
 FP8_P_LOG2_SCALE = math.log2(448.0)
@@ -125,14 +125,10 @@ def quant_per_channel_fp8_ref(v: torch.Tensor, *, tensor_layout: str = "HND", sc
     """Per-channel e4m3 quantization of V: ``(v_fp8 in v's layout, v_scale float32 [B, H, D])``.
 
     ``v_scale = absmax over tokens / scale_max`` per (batch, head, channel); a zero channel has
-    scale 0 and quantizes to 0. A test helper so kernel tests do not depend on the Triton quantizer.
+    scale 0 and quantizes to 0. A test helper so kernel tests do not depend on the Triton quantizer:
+    :func:`~sageattention.testing.reference.quant_v_per_channel_fp8_ref` without V smoothing.
     """
-    vh = to_hnd(v, tensor_layout).float()
-    scale = vh.abs().amax(dim=2) / scale_max
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    v8 = (vh / safe[:, :, None, :]).to(torch.float8_e4m3fn)
-    if tensor_layout == "NHD":
-        v8 = v8.transpose(1, 2)
+    v8, scale, _ = quant_v_per_channel_fp8_ref(v, tensor_layout=tensor_layout, scale_max=scale_max)
     return v8, scale
 
 
