@@ -109,6 +109,27 @@ def _quant_per_block_int8_kernel(
 # Launchers.
 
 
+def _int8_output(x, b, h, d, head_dim_out, mean, tensor_layout: str, varlen: bool = False):
+    """Check ``head_dim_out``/``mean`` and allocate the int8 output of a quantizer in x's layout.
+
+    Returns ``(d_out, out, (stride_b, stride_h, stride_n))`` of the output (varlen ``[T, H, D]``:
+    batch stride 0, tokens along dim 0).
+    """
+    d_out = d if head_dim_out is None else head_dim_out
+    if d_out < d:
+        raise ValueError(f"head_dim_out ({d_out}) must be >= the input head dim ({d})")
+    if mean is not None and (tuple(mean.shape) != (b, h, 1, d) or mean.dtype != torch.float32):
+        raise ValueError(f"mean must be float32 [B, H, 1, D] = {(b, h, 1, d)}, got {mean.dtype} {tuple(mean.shape)}")
+    out = torch.empty(tuple(x.shape[:-1]) + (d_out,), dtype=torch.int8, device=x.device)
+    if varlen:
+        strides = (0, out.stride(1), out.stride(0))
+    elif tensor_layout == "HND":
+        strides = (out.stride(0), out.stride(1), out.stride(2))
+    else:
+        strides = (out.stride(0), out.stride(2), out.stride(1))
+    return d_out, out, strides
+
+
 def _as_bhnd(x: torch.Tensor, tensor_layout: str, name: str):
     """Return ``(batch, heads, length, dim, strides b/h/n/d)`` of a 4-D HND/NHD tensor."""
     if x.dim() != 4:
@@ -237,18 +258,7 @@ def quant_per_block_int8(
         b, h, n, d, (sb, sh, sn, sd) = _varlen_geometry(x, cu_seqlens, max_seqlen, "x")
     else:
         b, h, n, d, (sb, sh, sn, sd) = _as_bhnd(x, tensor_layout, "x")
-    d_out = d if head_dim_out is None else head_dim_out
-    if d_out < d:
-        raise ValueError(f"head_dim_out ({d_out}) must be >= the input head dim ({d})")
-    if mean is not None and (tuple(mean.shape) != (b, h, 1, d) or mean.dtype != torch.float32):
-        raise ValueError(f"mean must be float32 [B, H, 1, D] = {(b, h, 1, d)}, got {mean.dtype} {tuple(mean.shape)}")
-    out = torch.empty(tuple(x.shape[:-1]) + (d_out,), dtype=torch.int8, device=x.device)
-    if varlen:
-        so_b, so_h, so_n = 0, out.stride(1), out.stride(0)
-    elif tensor_layout == "HND":
-        so_b, so_h, so_n = out.stride(0), out.stride(1), out.stride(2)
-    else:
-        so_b, so_n, so_h = out.stride(0), out.stride(1), out.stride(2)
+    d_out, out, (so_b, so_h, so_n) = _int8_output(x, b, h, d, head_dim_out, mean, tensor_layout, varlen)
     groups = triton.cdiv(n, block_size)
     scale = torch.empty((b, h, groups), dtype=torch.float32, device=x.device)
     if b * h * groups == 0:

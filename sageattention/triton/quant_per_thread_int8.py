@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .quant_per_block_int8 import _as_bhnd, _d_pad, quant_per_block_int8
+from .quant_per_block_int8 import _as_bhnd, _d_pad, _int8_output, quant_per_block_int8
 
 
 @triton.jit
@@ -136,16 +136,7 @@ def quant_per_thread_int8(
     if groups_per_warp not in (1, 2, 4, 8):
         raise ValueError(f"groups_per_warp must be 1, 2, 4 or 8, got {groups_per_warp!r}")
     b, h, n, d, (sb, sh, sn, sd) = _as_bhnd(x, tensor_layout, "x")
-    d_out = d if head_dim_out is None else head_dim_out
-    if d_out < d:
-        raise ValueError(f"head_dim_out ({d_out}) must be >= the input head dim ({d})")
-    if mean is not None and (tuple(mean.shape) != (b, h, 1, d) or mean.dtype != torch.float32):
-        raise ValueError(f"mean must be float32 [B, H, 1, D] = {(b, h, 1, d)}, got {mean.dtype} {tuple(mean.shape)}")
-    out = torch.empty(tuple(x.shape[:-1]) + (d_out,), dtype=torch.int8, device=x.device)
-    if tensor_layout == "HND":
-        so_b, so_h, so_n = out.stride(0), out.stride(1), out.stride(2)
-    else:
-        so_b, so_n, so_h = out.stride(0), out.stride(1), out.stride(2)
+    d_out, out, (so_b, so_h, so_n) = _int8_output(x, b, h, d, head_dim_out, mean, tensor_layout)
     slabs = triton.cdiv(n, block) * (block // warp)
     scale = torch.empty((b, h, slabs * groups_per_warp), dtype=torch.float32, device=x.device)
     if b * h * slabs == 0:
