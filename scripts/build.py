@@ -2,11 +2,17 @@
 
 Usage (from the repo root; inside pixi the cell comes from ``$PIXI_ENVIRONMENT_NAME``)::
 
-    python -m scripts.build --cell py311-torch214-cu130 --archs 8.0    # trimmed dev build
-    pixi run -e py312-torch28-cu129 build                               # the cell's full arch list
+    python -m scripts.build --cell py311-torch214-cu130 --package sageattention --archs 8.0  # trimmed dev build
+    python -m scripts.build --cell py311-torch214-cu130 --package sageattn3      # 10.0a;10.3a;12.0a;12.1a
+    pixi run -e py312-torch28-cu129 build          # every package of the cell, full arch lists
 
-Options: ``--package`` (sageattention | sageattn3; default: ``sageattention`` if the cell builds it,
-else the cell's first package), ``--archs`` (else ``$TORCH_CUDA_ARCH_LIST``,
+sageattn3 dev/test build for a non-Blackwell GPU (software FP4 MMA, see
+sageattention3_blackwell/setup.py): ``SAGEATTN3_EMULATED_MMA_BUILD=1 python -m scripts.build
+--package sageattn3 --archs 9.0a``.
+
+Options: ``--package`` (sageattention | sageattn3; default: every package the cell builds, one
+wheel each, so ``pixi run -e <cell> build`` also builds sageattn3 where matrix.toml says so),
+``--archs`` (needs ``--package`` when the cell builds several packages: their arch lists differ) (else ``$TORCH_CUDA_ARCH_LIST``,
 else scripts/cuda_archs.py's default for the cell's CUDA), ``--jobs`` (``MAX_JOBS``; default all
 cores), ``--dist-dir`` (default ``dist``), ``--keep-temp`` (keep the temp build dir and its log).
 
@@ -126,6 +132,19 @@ def default_package(cell) -> str:
     return "sageattention" if "sageattention" in cell.packages else cell.packages[0]
 
 
+def packages_to_build(cell, package: str | None, archs_given: bool) -> list[str]:
+    """``[package]`` when named, else every package of the cell (sageattention first)."""
+    if package:
+        return [package]
+    packages = sorted(cell.packages, key=lambda p: (p != "sageattention", p))
+    if archs_given and len(packages) > 1:
+        raise preflight.PreflightError(
+            f"cell {cell.name} builds {', '.join(packages)}, whose arch lists differ: give --package "
+            "with --archs (or TORCH_CUDA_ARCH_LIST)"
+        )
+    return packages
+
+
 def build(cell_name: str | None, package: str | None, archs: list[str] | None, jobs: int,
           dist_dir: Path, keep_temp: bool = False) -> BuildResult:
     """Build, retag, verify and publish one wheel; see the module docstring."""
@@ -206,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build, retag, verify and publish one matrix cell's wheel.")
     parser.add_argument("--cell", help="matrix cell (default: $PIXI_ENVIRONMENT_NAME)")
     parser.add_argument("--package", choices=sorted(PACKAGE_SOURCES),
-                        help="default: sageattention if the cell builds it, else the cell's first package")
+                        help="default: every package the cell builds (matrix.toml)")
     parser.add_argument("--archs", help="arch list like '8.0;9.0a' (default: $TORCH_CUDA_ARCH_LIST or the cell's)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compile jobs (MAX_JOBS)")
     parser.add_argument("--dist-dir", type=Path, default=REPO_ROOT / "dist", help="output root (default: dist)")
@@ -217,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         archs_text = args.archs or os.environ.get("TORCH_CUDA_ARCH_LIST")
         archs = cuda_archs.parse_arch_list(archs_text) if archs_text else None
-        result = build(args.cell, args.package, archs, args.jobs, args.dist_dir, args.keep_temp)
+        cell = preflight.resolve_cell(args.cell)
+        results = [build(cell.name, package, archs, args.jobs, args.dist_dir, args.keep_temp)
+                   for package in packages_to_build(cell, args.package, archs is not None)]
     except (preflight.PreflightError, cuda_archs.ArchError) as exc:
         print(f"preflight: {exc}", file=sys.stderr)
         return 1
@@ -227,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build: error: {exc}", file=sys.stderr)
         return 1
     print()
-    print(summary_table([result]))
+    print(summary_table(results))
     return 0
 
 

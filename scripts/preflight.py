@@ -4,6 +4,8 @@ Runs before any compile (``python -m scripts.build`` calls it first; ``python -m
 --cell C`` runs it alone). Each failure is a :class:`PreflightError` whose message is one line
 that names the fix. Checks, in order:
 
+0. the package's own floors (matrix.toml ``[packages.X] min_cuda/min_torch``; sageattn3: CUDA
+   >= 12.8, torch >= 2.7) against the installed torch and nvcc, before anything else;
 1. the running Python, torch and torch's CUDA equal the cell's (the build tag claims them);
 2. torch is a CUDA build;
 3. nvcc exists (``$CUDA_HOME/bin/nvcc`` or PATH) and its CUDA major.minor equals torch's;
@@ -174,6 +176,7 @@ def check(cell, archs: list[str] | None, tc: Toolchain, package: str = "sageatte
             f"cell {cell.name} does not build package {package!r} (it builds {', '.join(cell.packages)}): "
             "pick another --package or cell"
         )
+    _check_package_floors(package, tc)
     how_to_get = f"use the cell's environment (`pixi run -e {cell.name} build`) or a venv with its pins"
     if tc.python != cell.python:
         raise PreflightError(f"Python {tc.python} is running but cell {cell.name} needs Python {cell.python}: {how_to_get}")
@@ -251,6 +254,32 @@ def check(cell, archs: list[str] | None, tc: Toolchain, package: str = "sageatte
     return Report(cell_name=cell.name, archs=list(archs), nvcc=tc.nvcc, nvcc_version=tc.nvcc_version,
                   cuda_home=tc.cuda_home or tc.nvcc.parent.parent, include_dirs=include_dirs,
                   compilers=compilers, notes=notes)
+
+
+def _package_floors(package: str) -> tuple[str, str] | None:
+    """``(min_cuda, min_torch)`` of ``package`` from matrix.toml; None for an unknown package."""
+    from scripts.matrix import load_matrix
+
+    info = load_matrix().packages.get(package)
+    return (info.min_cuda, info.min_torch) if info is not None else None
+
+
+def _check_package_floors(package: str, tc: Toolchain) -> None:
+    """One line, before any compile, when the installed torch or nvcc is older than the package allows."""
+    floors = _package_floors(package)
+    if floors is None:
+        return
+    min_cuda, min_torch = (cuda_archs.parse_version(v) for v in floors)
+    why = {"sageattn3": " (NVFP4 block-scaled MMA needs sm_100a/sm_120a; torch < 2.7 knows no arch 12.0)"}.get(package, "")
+    found = [("torch", tc.torch_version, min_torch), ("torch's CUDA", tc.torch_cuda, min_cuda),
+             ("nvcc's CUDA", tc.nvcc_version, min_cuda)]
+    for what, have, need in found:
+        if have and cuda_archs.parse_version(have) < need:
+            raise PreflightError(
+                f"{package} needs CUDA >= {floors[0]} and torch >= {floors[1]}{why}, but {what} is {have}: "
+                f"use a cell with CUDA >= {floors[0]} and torch >= {floors[1]} (`python -m scripts.matrix list "
+                f"--profile {'sage3-all' if package == 'sageattn3' else 'sage2-all'}`)"
+            )
 
 
 def _check_compiler(compiler: Compiler, nvcc_cuda: tuple[int, int], tc: Toolchain, cell) -> Compiler:

@@ -1,7 +1,8 @@
 """Test session setup shared by every test file.
 
 * Puts the repository root on ``sys.path`` so tests import ``scripts.*`` and the in-tree
-  ``sageattention`` package without installing it.
+  ``sageattention`` package without installing it; the in-tree ``sageattn3`` too, unless a built
+  ``sageattn3`` wheel is installed (its compiled kernels are then what tests/test_sageattn3_kernel.py runs).
 * Without a CUDA device, sets ``TRITON_INTERPRET=1`` *before* anything imports triton (the
   interpreter flag is read when triton's JIT decorates the kernels), so the Triton kernels run on
   CPU tensors. This module is imported by pytest before any test module, which makes it the one
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import sys
@@ -21,9 +23,12 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-for _path in (REPO_ROOT, REPO_ROOT / "sageattention3_blackwell"):  # sageattention, scripts, sageattn3
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+if str(REPO_ROOT) not in sys.path:  # sageattention, scripts
+    sys.path.insert(0, str(REPO_ROOT))
+# sageattn3 from the source tree, unless a built sageattn3 is installed: then that one (with its
+# compiled _C, e.g. the H100's SAGEATTN3_EMULATED_MMA_BUILD wheel) is the one under test.
+if importlib.util.find_spec("sageattn3") is None and str(REPO_ROOT / "sageattention3_blackwell") not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / "sageattention3_blackwell"))
 
 
 #: The real wheel tests/test_build_wheel.py built in this session; tests/test_conda_channel.py

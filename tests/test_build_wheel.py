@@ -94,6 +94,19 @@ def test_build_defaults_to_a_package_the_cell_builds():
     assert build.default_package(matrix.cell("py313-torch27-cu128")) == "sageattn3"
 
 
+def test_build_without_package_builds_every_package_of_the_cell():
+    """`pixi run -e <cell> build` makes sageattn3 too where matrix.toml says the cell builds it."""
+    from scripts import build, preflight
+
+    matrix = load_matrix()
+    both = matrix.cell("py312-torch28-cu129")
+    assert build.packages_to_build(both, None, archs_given=False) == ["sageattention", "sageattn3"]
+    assert build.packages_to_build(both, "sageattn3", archs_given=True) == ["sageattn3"]
+    assert build.packages_to_build(matrix.cell("py313-torch27-cu128"), None, archs_given=True) == ["sageattn3"]
+    with pytest.raises(preflight.PreflightError, match="give --package with --archs"):
+        build.packages_to_build(both, None, archs_given=True)
+
+
 # ---- the real build ---------------------------------------------------------------------------
 
 
@@ -145,7 +158,7 @@ def test_real_build_retag_verify_and_install_in_a_fresh_venv(tmp_path, capsys, r
     with capsys.disabled():
         print(f"\n== real build of {cell.name} for arch {BUILD_ARCHS} (python -m scripts.build)", flush=True)
     started = time.monotonic()
-    code, output = _stream([sys.executable, "-m", "scripts.build", "--cell", cell.name, "--archs", BUILD_ARCHS,
+    code, output = _stream([sys.executable, "-m", "scripts.build", "--cell", cell.name, "--package", "sageattention", "--archs", BUILD_ARCHS,
                             "--dist-dir", str(dist)], capsys, cwd=REPO)
     seconds = time.monotonic() - started
     assert code == 0, "scripts.build failed (output above)"
@@ -162,7 +175,7 @@ def test_real_build_retag_verify_and_install_in_a_fresh_venv(tmp_path, capsys, r
     # publishing it again is a no-op rather than a refused overwrite.
     with capsys.disabled():
         print(f"\n== rebuild of {cell.name} into the same dist/ (must be a no-op)", flush=True)
-    code, again = _stream([sys.executable, "-m", "scripts.build", "--cell", cell.name, "--archs", BUILD_ARCHS,
+    code, again = _stream([sys.executable, "-m", "scripts.build", "--cell", cell.name, "--package", "sageattention", "--archs", BUILD_ARCHS,
                            "--dist-dir", str(dist)], capsys, cwd=REPO)
     assert code == 0 and "unchanged (identical file already there)" in again
 

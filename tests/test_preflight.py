@@ -294,3 +294,21 @@ def test_probe_reads_a_fake_nvcc(tmp_path):
     nvcc.chmod(nvcc.stat().st_mode | stat.S_IEXEC)
     tc = preflight.probe(env={"CUDA_HOME": str(tmp_path), "PATH": os.environ.get("PATH", "")})
     assert tc.nvcc == nvcc and tc.nvcc_version == "12.8.93" and tc.nvcc_gpu_codes == {"sm_80", "sm_90"}
+
+
+@pytest.mark.parametrize("changes, found", [
+    ({"nvcc_version": "12.6.85", "torch_cuda": "12.6"}, "torch's CUDA is 12.6"),
+    ({"torch_version": "2.6.0+cu126"}, "torch is 2.6.0"),
+])
+def test_sageattn3_floors_refused_in_one_line_before_anything_else(changes, found):
+    """sageattn3 needs CUDA >= 12.8 and torch >= 2.7 (matrix.toml): said first, in one line."""
+    with pytest.raises(PreflightError) as info:
+        preflight.check(FakeCell(), None, good_toolchain(**changes), package="sageattn3")
+    message = str(info.value)
+    assert "\n" not in message and found in message
+    assert "sageattn3 needs CUDA >= 12.8 and torch >= 2.7" in message
+
+
+def test_sageattn3_default_archs_are_the_blackwell_a_targets():
+    report = preflight.check(FakeCell(), None, good_toolchain(), package="sageattn3")
+    assert report.archs == ["10.0a", "10.3a", "12.0a", "12.1a"]

@@ -1,10 +1,17 @@
 """Public entry point ``sageattn3_blackwell`` and its dispatcher.
 
-The Blackwell FP4 kernels (block-scaled FP4 MMA for sm_100a / sm_120a) are not part of this build
-yet, so the dispatcher has exactly two outcomes: a clear error naming the GPU and what to use
-instead, or — only when the caller opts in with ``allow_reference=True`` or the environment
-variable ``SAGEATTN3_ALLOW_REFERENCE=1`` — the PyTorch reference of :mod:`sageattn3.reference`.
-Nothing falls back silently.
+Three outcomes, nothing falls back silently:
+
+* a Blackwell GPU whose arch this build compiled (``sageattn3._build_info``: 10.0a → sm100,
+  10.3a → sm103, 12.0a → sm120, 12.1a → sm121; arch-specific code runs on that arch only): the
+  NVFP4 kernel of ``csrc/attn_fwd.cu`` through :func:`sageattn3._ops.attn_forward`. The sm_120a/
+  sm_121a code uses the hardware block-scaled FP4 MMA, the sm_100a/sm_103a code a software FP4
+  MMA (fp16 tensor cores on dequantized blocks). Both were compiled with nvcc 13.0; **neither has
+  executed on a Blackwell GPU** (we have none): the kernel logic was tested on an H100 through a
+  software-MMA build for sm_90 (``SAGEATTN3_EMULATED_MMA_BUILD=1``);
+* otherwise, when the caller opts in with ``allow_reference=True`` or ``SAGEATTN3_ALLOW_REFERENCE=1``,
+  the PyTorch reference of :mod:`sageattn3.reference`;
+* otherwise a clear error naming the GPU and what to use instead.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import os
 
 import torch
 
+from . import _ops
 from .reference import sageattn3_reference
 
 #: Environment switch equivalent to ``allow_reference=True``.
@@ -22,22 +30,24 @@ BLACKWELL_MAJORS = (10, 11, 12)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 256
 
-_NO_KERNEL = (
-    "this build of sageattn3 contains no compiled FP4 kernel (the sm_100a / sm_120a kernels are "
-    "not written yet)"
-)
+_NO_KERNEL = "this install of sageattn3 has no compiled FP4 kernel for this GPU"
 _HOW_TO_OPT_IN = (
     f"pass allow_reference=True (or set {ALLOW_REFERENCE_ENV}=1) to run the slow PyTorch reference "
     "that emulates the FP4 quantization"
 )
 
 
-def _compiled_kernel_available() -> bool:
-    """Whether this install ships the FP4 kernels; always False until they are written."""
-    return False
+def _compiled_kernel_available(capability: tuple[int, int] | None = None) -> bool:
+    """Whether this install ships FP4 kernel code that runs on ``capability`` (any arch if None)."""
+    archs = _ops.compiled_archs()
+    if capability is None:
+        return bool(archs)
+    major, minor = capability
+    return f"{major}.{minor}a" in archs
 
 
-def kernel_unavailable_reason(capability: tuple[int, int] | None, device_name: str) -> str:
+def kernel_unavailable_reason(capability: tuple[int, int] | None, device_name: str,
+                              built_for: str | None = None) -> str:
     """Why the FP4 kernel cannot run for a device; ``capability`` None means a CPU tensor.
 
     Split out of the dispatcher so tests can check the messages for GPUs this machine lacks.
@@ -54,7 +64,10 @@ def kernel_unavailable_reason(capability: tuple[int, int] | None, device_name: s
             f"{device_name} is sm{major}{minor}. Use sageattention.sageattn (package "
             f"'sageattention') on this GPU, or {_HOW_TO_OPT_IN}"
         )
-    return f"{_NO_KERNEL}; {device_name} (sm{major}{minor}) is supported by design. {_HOW_TO_OPT_IN}"
+    if built_for is None:
+        built_for = _ops.missing_build_reason() or f"it was built for {';'.join(_ops.compiled_archs())}"
+    return (f"{_NO_KERNEL} ({built_for}); {device_name} (sm{major}{minor}) is supported by design: "
+            f"install a sageattn3 wheel built for arch {major}.{minor}a, or {_HOW_TO_OPT_IN}")
 
 
 def _to_hnd(x: torch.Tensor, tensor_layout: str) -> torch.Tensor:
@@ -123,7 +136,8 @@ def sageattn3_blackwell(
         Also return the natural-log LSE, float32 ``[B, H_q, L_q]``.
     allow_reference : bool, optional (keyword)
         Run the PyTorch reference (:func:`sageattn3.reference.sageattn3_reference`) when no FP4
-        kernel can run. Also enabled by ``SAGEATTN3_ALLOW_REFERENCE=1``.
+        kernel can run. Also enabled by ``SAGEATTN3_ALLOW_REFERENCE=1``. Never used when the
+        kernel can run.
 
     Returns
     -------
@@ -133,15 +147,18 @@ def sageattn3_blackwell(
     Raises
     ------
     RuntimeError
-        Without the opt-in: always for now, since no FP4 kernel is compiled into this build; on a
-        GPU that is not Blackwell-class the message names it and points to ``sageattention``.
+        Without the opt-in, when no compiled FP4 kernel fits the device: CPU tensors, a GPU that is
+        not Blackwell-class (the message names it and points to ``sageattention``), a Blackwell
+        arch this install was not built for, or a head dim above the build's largest.
     ValueError, TypeError
         Bad input or unknown keyword arguments, naming the argument.
 
     Notes
     -----
-    Archs: the FP4 kernels will target sm_100a and sm_120a; they are not written yet and nothing in
-    this package has executed on a Blackwell GPU. The reference path runs on any device (CPU too).
+    Archs: the FP4 kernels are compiled for sm_100a/sm_103a (software FP4 MMA) and sm_120a/sm_121a
+    (hardware block-scaled FP4 MMA); none of that code has executed on a Blackwell GPU. Head dims
+    up to 128 run on the kernel (zero-padded to 64 or 128); larger ones only on the reference path.
+    The reference path runs on any device (CPU too).
     """
     sm_scale = kw.pop("sm_scale", None)
     tensor_layout = kw.pop("tensor_layout", "HND")
@@ -163,11 +180,22 @@ def sageattn3_blackwell(
         device_name = torch.cuda.get_device_name(q.device)
     else:
         capability, device_name = None, str(q.device)
-    use_kernel = capability is not None and capability[0] in BLACKWELL_MAJORS and _compiled_kernel_available()
-    if not use_kernel:
-        opted_in = bool(allow_reference) or os.environ.get(ALLOW_REFERENCE_ENV, "") == "1"
-        if not opted_in:
-            raise RuntimeError(kernel_unavailable_reason(capability, device_name))
+    use_kernel = (capability is not None and capability[0] in BLACKWELL_MAJORS
+                  and _compiled_kernel_available(capability) and q.shape[-1] <= max(_ops.head_dims()))
+    if use_kernel:
+        out, lse = _ops.attn_forward(
+            _to_hnd(q, tensor_layout),
+            _to_hnd(k, tensor_layout),
+            _to_hnd(v, tensor_layout),
+            is_causal=bool(is_causal),
+            sm_scale=sm_scale,
+            per_block_mean=bool(per_block_mean),
+        )
+        out = _to_hnd(out, tensor_layout).to(q.dtype)
+        return (out, lse) if return_lse else out
+    opted_in = bool(allow_reference) or os.environ.get(ALLOW_REFERENCE_ENV, "") == "1"
+    if not opted_in:
+        raise RuntimeError(kernel_unavailable_reason(capability, device_name))
     out, lse = sageattn3_reference(
         _to_hnd(q, tensor_layout),
         _to_hnd(k, tensor_layout),
