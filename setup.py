@@ -10,7 +10,16 @@ Direct use (a conda recipe's ``pip install .``) works too; it then needs:
 
 Optional: ``SAGEATTN_CUDA_INCLUDE_DIRS`` (os.pathsep-separated, found by the build script),
 ``SAGEATTN_BUILD_CELL`` (recorded in ``sageattention/_build_info.py``), ``SAGEATTN_BUILD_TEMP``
-(where setuptools puts objects and egg-info; keeps the source tree clean), ``MAX_JOBS``.
+(where setuptools puts objects and egg-info; keeps the source tree clean), ``MAX_JOBS``,
+``SAGEATTN_HEAD_DIMS`` (dev switch: e.g. ``128`` compiles the attention kernels for head dim 128
+only; default ``64,128``; a left-out head dim raises a clear error at call time).
+
+Per-file archs (:data:`ARCH_GROUPS`): the attention sources are compiled only for the archs of
+their family (``scripts.cuda_archs.kernel_family_archs``): the FP16-P·V kernel (``*_sm80.cu``) for
+8.0/8.6/8.7, the FP8-P·V kernel (``*_sm89.cu``) for 8.9/10.x/11.0/12.x; every other source for the
+whole list. An arch written ``X.Y+PTX`` also embeds PTX, which is how the sm80/sm89 kernels run on
+an H100 for testing: ``--archs "8.0+PTX;8.9+PTX"`` (the driver JIT-compiles compute_80/compute_89
+PTX for sm_90; machine code stays sm_80/sm_89 only, as ``scripts/wheel_verify.py`` checks).
 """
 
 from __future__ import annotations
@@ -25,6 +34,40 @@ if str(ROOT) not in sys.path:  # `scripts` (arch lists, header discovery) lives 
     sys.path.insert(0, str(ROOT))
 VERSION = "2.2.0"
 EXTENSION_SOURCES = ["csrc/torch_bindings.cpp", "csrc/fused/quant_per_block_int8.cu"]
+#: Sources compiled only for the archs of one kernel family (see scripts.cuda_archs), besides the
+#: generated per-head-dim instantiations of that family (scripts/generate_kernels.py).
+ARCH_GROUPS = {
+    "sm80": ["csrc/qattn/qk_int8_sv_f16_attn_sm80.cu"],
+    "sm89": ["csrc/qattn/qk_int8_sv_f8_attn_sm89.cu"],
+}
+HEAD_DIMS = (64, 128)
+
+
+def head_dims_from_env(text: str | None) -> tuple[int, ...]:
+    """``SAGEATTN_HEAD_DIMS`` ("64,128", "128") -> head dims to compile; unset/empty -> all."""
+    if text is None or not text.strip():
+        return HEAD_DIMS
+    try:
+        dims = tuple(sorted({int(part) for part in re.split(r"[,;\s]+", text.strip()) if part}))
+    except ValueError:
+        raise ValueError(f"SAGEATTN_HEAD_DIMS must list head dims like '64,128', got {text!r}") from None
+    bad = [d for d in dims if d not in HEAD_DIMS]
+    if bad or not dims:
+        raise ValueError(f"SAGEATTN_HEAD_DIMS may only contain {HEAD_DIMS}, got {text!r}")
+    return dims
+
+
+def group_sources(arch_list: list[str], head_dims: tuple[int, ...]) -> dict[str, tuple[list[str], list[str]]]:
+    """family -> (sources, its arch list) for the kernel families this arch list builds."""
+    from scripts.cuda_archs import kernel_family_archs
+    from scripts.generate_kernels import sources as instantiations
+
+    groups = {}
+    for family, launchers in ARCH_GROUPS.items():
+        archs = kernel_family_archs(arch_list, family)
+        if archs:
+            groups[family] = (launchers + instantiations(family, head_dims), archs)
+    return groups
 
 
 def torch_requirement(torch_version: str) -> str:
@@ -175,6 +218,35 @@ def main() -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(info)
 
+    try:
+        head_dims = head_dims_from_env(os.environ.get("SAGEATTN_HEAD_DIMS"))
+    except ValueError as exc:
+        raise SystemExit(f"setup.py: {exc}") from None
+    groups = group_sources(arch_list, head_dims)
+    trim_flags = [f"-DSAGEATTN_NO_HD{d}" for d in HEAD_DIMS if d not in head_dims]
+
+    class BuildExtWithArchGroups(BuildExtension):
+        """Compiles each kernel family's sources with that family's ``-gencode`` flags first, then
+        lets cpp_extension compile the rest (for the whole arch list) and link everything."""
+
+        def build_extension(self, ext) -> None:
+            # No -lineinfo for the attention kernels: its inlined-function names include a per-process
+            # suffix for the CUDA headers' static helpers (__shfl_xor_sync, __ldg, ...) called from
+            # these templates, which made two builds of one commit differ (nvcc 13.0, measured).
+            nvcc_common = [f for f in ext.extra_compile_args["nvcc"]
+                           if not f.startswith("-gencode") and f != "-lineinfo"]
+            extra_objects = []
+            for family, (sources, family_archs) in groups.items():
+                args = dict(ext.extra_compile_args)
+                args["nvcc"] = nvcc_common + gencode_flags(family_archs) + trim_flags
+                extra_objects += self.compiler.compile(
+                    sources, output_dir=self.build_temp, macros=ext.define_macros,
+                    include_dirs=ext.include_dirs, debug=self.debug, extra_postargs=args,
+                    depends=ext.depends,
+                )
+            ext.extra_objects = list(ext.extra_objects or []) + extra_objects
+            super().build_extension(ext)
+
     options = {}
     build_temp = os.environ.get("SAGEATTN_BUILD_TEMP")
     if build_temp:
@@ -196,7 +268,7 @@ def main() -> None:
                                     + include_nvcc},
             )
         ],
-        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True), "build_py": BuildPyWithInfo},
+        cmdclass={"build_ext": BuildExtWithArchGroups.with_options(use_ninja=True), "build_py": BuildPyWithInfo},
         options=options,
     )
 

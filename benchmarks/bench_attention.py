@@ -43,7 +43,7 @@ END2END = {
     "sageattn_qk_int8_pv_fp16_triton": FP16_SCHEME,
     "sageattn_qk_int8_pv_fp8_triton": FP8_SCHEME,
     "sageattn_qk_int8_pv_fp16_cuda": FP16_SCHEME,
-    "sageattn_qk_int8_pv_fp8_cuda": FP8_SCHEME,
+    "sageattn_qk_int8_pv_fp8_cuda": ("int8", "fp8", "fp32+fp16"),  # its default: SageAttention2++
     "sageattn_qk_int8_pv_fp8_cuda_sm90": FP8_SCHEME,
 }
 CUDA_ONLY = {"sageattn_qk_int8_pv_fp16_cuda", "sageattn_qk_int8_pv_fp8_cuda", "sageattn_qk_int8_pv_fp8_cuda_sm90"}

@@ -32,6 +32,39 @@ TORCH_LIBRARY(sageattention, m) {
   //   x     [B, H, L, D] ("HND") or [B, L, H, D] ("NHD"), fp16/bf16, last dim contiguous
   //   mean  [B, H, 1, D] float32                                             (written)
   m.def("mean_over_tokens(Tensor x, Tensor(a!) mean, str tensor_layout) -> ()");
+
+  // Attention with INT8 Q·Kᵀ and FP16 P·V (SageAttention2, mma.sync; csrc/qattn/, built for sm80-sm87,
+  // algorithm notes §2.3). Scores are S = (q·k) · q_scale · k_scale · qk_scale in the log2 domain
+  // (qk_scale = sm_scale · log2(e), or 1 when the quantizer folded it into q); the softmax uses exp2.
+  //   q        [B, H_q, L_q, D] ("HND") or [B, L_q, H_q, D] ("NHD") int8, D in {64, 128};
+  //            16-byte aligned rows (any strides that are multiples of 16 bytes)
+  //   k        [B, H_kv, L_k, D] / [B, L_k, H_kv, D] int8, H_q % H_kv == 0 (GQA)
+  //   v        k's shape, float16, 16-byte aligned rows
+  //   o        q's shape, float16 or bfloat16                                   (written)
+  //   q_scale  [B, H_q, ceil(L_q / 128) * 8 * G] float32: 16-row slabs; per_thread G = 8 (row mod 8),
+  //            per_warp G = 1
+  //   k_scale  [B, H_kv, ceil(L_k / 64) * G] float32: per_thread G = 4 ((key mod 8) / 2), per_warp G = 1
+  //   lse      optional [B, H_q, L_q] float32: base-2 logsumexp of the scores S (written)
+  //   is_causal  top-left aligned: query i sees keys 0..i
+  //   qk_quant_gran  "per_thread" or "per_warp";  pv_accum_dtype  "fp32", "fp16+fp32" or "fp16"
+  m.def(
+      "qk_int8_sv_f16_attn(Tensor q, Tensor k, Tensor v, Tensor(a!) o, Tensor q_scale, Tensor k_scale, "
+      "Tensor(b!)? lse, str tensor_layout, bool is_causal, str qk_quant_gran, float qk_scale, "
+      "str pv_accum_dtype) -> ()");
+
+  // Attention with INT8 Q·Kᵀ and FP8 e4m3 P·V (SageAttention2 / 2++; built for sm89, sm100-sm121).
+  // q, k, o, q_scale, k_scale, lse, is_causal, qk_quant_gran, qk_scale as qk_int8_sv_f16_attn;
+  //   v        [B, H_kv, D, L_pad] float8_e4m3fn, tokens contiguous, L_pad % 64 == 0, zero past L_k;
+  //            inside each group of 16 tokens, position p holds token
+  //            [0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15][p] (the FP8 MMA operand order)
+  //   v_scale  [B, H_kv, D] float32: V = v · v_scale per channel
+  //   pv_accum_dtype  "fp32" (one f32-accumulating MMA chain), "fp32+fp32" (per-64-key MMA from
+  //            zero, then an f32 add) or "fp32+fp16" (f16-accumulating MMA per 64 keys, then an
+  //            f32 add: |P| <= 448, |v| <= 2.25 keeps 64 products below 65504)
+  m.def(
+      "qk_int8_sv_f8_attn(Tensor q, Tensor k, Tensor v, Tensor v_scale, Tensor(a!) o, Tensor q_scale, "
+      "Tensor k_scale, Tensor(b!)? lse, str tensor_layout, bool is_causal, str qk_quant_gran, "
+      "float qk_scale, str pv_accum_dtype) -> ()");
 }
 
 // The extension is imported as `sageattention._C`; the import only has to run the registrations.

@@ -25,6 +25,10 @@ __all__ = [
     "quant_per_block_int8",
     "mean_over_tokens",
     "quant_qk_per_block_int8",
+    "qk_int8_sv_f16_attn",
+    "qk_int8_sv_f8_attn",
+    "fp8_v_operand",
+    "FP8_V_TOKEN_PERMUTATION",
 ]
 
 LOG2E = 1.4426950408889634
@@ -105,6 +109,16 @@ def _register_fakes() -> None:
 
     @torch.library.register_fake("sageattention::mean_over_tokens")
     def _mean_over_tokens_fake(x, mean, tensor_layout):
+        return None
+
+    @torch.library.register_fake("sageattention::qk_int8_sv_f16_attn")
+    def _qk_int8_sv_f16_attn_fake(q, k, v, o, q_scale, k_scale, lse, tensor_layout, is_causal,
+                                  qk_quant_gran, qk_scale, pv_accum_dtype):
+        return None
+
+    @torch.library.register_fake("sageattention::qk_int8_sv_f8_attn")
+    def _qk_int8_sv_f8_attn_fake(q, k, v, v_scale, o, q_scale, k_scale, lse, tensor_layout, is_causal,
+                                 qk_quant_gran, qk_scale, pv_accum_dtype):
         return None
 
 
@@ -293,3 +307,80 @@ def quant_qk_per_block_int8(
     )
     k_int8, k_scale = quant_per_block_int8(k, blkk, mean=used_mean, tensor_layout=tensor_layout)
     return q_int8, q_scale, k_int8, k_scale, k_mean
+
+
+# ---- attention (csrc/qattn/) -------------------------------------------------------------------
+
+#: Position p of each 16-token group of the FP8 V operand holds token FP8_V_TOKEN_PERMUTATION[p]:
+#: the k32 FP8 MMA's A operand wants 4 consecutive K indices per register while a thread's P
+#: fragment holds tokens {2t, 2t+1, 2t+8, 2t+9} (csrc/qattn/qk_int8_attn.cuh).
+FP8_V_TOKEN_PERMUTATION = (0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15)
+_ATTN_BLOCK_Q = 128  # query rows per CTA (8 warps of 16): the scale arrays' tiles
+_ATTN_BLOCK_K = 64
+
+
+def fp8_v_operand(v_fp8: torch.Tensor, tensor_layout: str = "HND") -> torch.Tensor:
+    """e4m3 V (``[B, H, L, D]`` / ``[B, L, H, D]``) -> the ``[B, H, D, L_pad]`` operand of
+    ``qk_int8_sv_f8_attn``: tokens contiguous, zero-padded to a multiple of 64, permuted inside each
+    16-token group by :data:`FP8_V_TOKEN_PERMUTATION`. One copy of V (1 byte per element)."""
+    _check_layout(tensor_layout)
+    if v_fp8.dtype != torch.float8_e4m3fn or v_fp8.dim() != 4:
+        raise TypeError(f"v_fp8 must be a 4-d float8_e4m3fn tensor, got {v_fp8.dtype} with shape {tuple(v_fp8.shape)}")
+    vh = v_fp8 if tensor_layout == "HND" else v_fp8.transpose(1, 2)
+    b, h, n, d = vh.shape
+    n_pad = -(-n // _ATTN_BLOCK_K) * _ATTN_BLOCK_K
+    perm = torch.tensor(FP8_V_TOKEN_PERMUTATION, device=v_fp8.device)
+    index = (torch.arange(n_pad, device=v_fp8.device) // 16) * 16 + perm.repeat(n_pad // 16)
+    src = torch.zeros((b, h, n_pad, d), dtype=torch.uint8, device=v_fp8.device)
+    src[:, :, :n] = vh.view(torch.uint8)
+    out = torch.empty((b, h, d, n_pad), dtype=torch.uint8, device=v_fp8.device)
+    out.copy_(src.index_select(2, index).transpose(2, 3))
+    return out.view(torch.float8_e4m3fn)
+
+
+def _attn_outputs(q_int8, tensor_layout, output_dtype, return_lse):
+    if output_dtype not in _FLOAT_INPUTS:
+        raise TypeError(f"output_dtype must be torch.float16 or torch.bfloat16, got {output_dtype}")
+    b, h, n, _ = _bhld(q_int8, tensor_layout)
+    o = torch.empty(q_int8.shape, dtype=output_dtype, device=q_int8.device)
+    lse = torch.empty((b, h, n), dtype=torch.float32, device=q_int8.device) if return_lse else None
+    return o, lse
+
+
+def qk_int8_sv_f16_attn(
+    q_int8: torch.Tensor, k_int8: torch.Tensor, v: torch.Tensor, q_scale: torch.Tensor, k_scale: torch.Tensor,
+    *, tensor_layout: str = "HND", is_causal: bool = False, qk_quant_gran: str = "per_thread",
+    qk_scale: float = 1.0, pv_accum_dtype: str = "fp32", output_dtype: torch.dtype = torch.float16,
+    return_lse: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """INT8 Q·Kᵀ + FP16 P·V attention on quantized inputs (contract: csrc/torch_bindings.cpp).
+
+    Returns ``(o, lse2)``: ``o`` in q's layout and ``output_dtype``; ``lse2`` the base-2 LSE of the
+    log2-domain scores, float32 ``[B, H_q, L_q]`` (None unless ``return_lse``).
+    """
+    _check_layout(tensor_layout)
+    _require_ops()
+    o, lse = _attn_outputs(q_int8, tensor_layout, output_dtype, return_lse)
+    torch.ops.sageattention.qk_int8_sv_f16_attn(
+        q_int8, k_int8, v, o, q_scale, k_scale, lse, tensor_layout, is_causal, qk_quant_gran,
+        float(qk_scale), pv_accum_dtype,
+    )
+    return o, lse
+
+
+def qk_int8_sv_f8_attn(
+    q_int8: torch.Tensor, k_int8: torch.Tensor, v_operand: torch.Tensor, v_scale: torch.Tensor,
+    q_scale: torch.Tensor, k_scale: torch.Tensor, *, tensor_layout: str = "HND", is_causal: bool = False,
+    qk_quant_gran: str = "per_thread", qk_scale: float = 1.0, pv_accum_dtype: str = "fp32+fp32",
+    output_dtype: torch.dtype = torch.float16, return_lse: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """INT8 Q·Kᵀ + FP8 P·V attention; ``v_operand`` from :func:`fp8_v_operand`, ``v_scale``
+    ``[B, H_kv, D]``. Returns ``(o, lse2)`` as :func:`qk_int8_sv_f16_attn`."""
+    _check_layout(tensor_layout)
+    _require_ops()
+    o, lse = _attn_outputs(q_int8, tensor_layout, output_dtype, return_lse)
+    torch.ops.sageattention.qk_int8_sv_f8_attn(
+        q_int8, k_int8, v_operand, v_scale, o, q_scale, k_scale, lse, tensor_layout, is_causal,
+        qk_quant_gran, float(qk_scale), pv_accum_dtype,
+    )
+    return o, lse

@@ -77,12 +77,12 @@ VARIANTS: dict[str, Variant] = {
         Variant("sageattn_qk_int8_pv_fp8_triton", "triton", (8, 9)),
         Variant(
             "sageattn_qk_int8_pv_fp16_cuda", "cuda", (8, 0), head_dims=CUDA_HEAD_DIMS,
-            cuda_op="qk_int8_sv_f16_attn", has_python_binding=False,  # issues 5/6
+            cuda_op="qk_int8_sv_f16_attn",
         ),
         Variant(
             "sageattn_qk_int8_pv_fp8_cuda", "cuda", (8, 9),
             capabilities=((8, 9), (10, 0), (10, 1), (10, 3), (11, 0), (12, 0), (12, 1)),
-            head_dims=CUDA_HEAD_DIMS, cuda_op="qk_int8_sv_f8_attn", has_python_binding=False,  # issues 5/6
+            head_dims=CUDA_HEAD_DIMS, cuda_op="qk_int8_sv_f8_attn",
         ),
         Variant(
             "sageattn_qk_int8_pv_fp8_cuda_sm90", "cuda", (9, 0), capabilities=((9, 0),),
@@ -219,7 +219,12 @@ def built_cuda_ops() -> frozenset[str]:
     import torch
 
     names = {v.cuda_op for v in VARIANTS.values() if v.cuda_op} | set(CUDA_HELPER_OPS)
-    return frozenset(n for n in names if hasattr(torch.ops.sageattention, n))
+    # Every schema is defined whatever the build (csrc/torch_bindings.cpp); an op is built when a
+    # CUDA kernel is registered for it (its arch family was in the build's arch list).
+    has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key
+    return frozenset(
+        n for n in names if hasattr(torch.ops.sageattention, n) and has_cuda(f"sageattention::{n}", "CUDA")
+    )
 
 
 def missing_cuda_reason() -> str:

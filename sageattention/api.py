@@ -477,7 +477,7 @@ def sageattn_varlen(
 
 
 # ----------------------------------------------------------------------------------------------
-# CUDA paths (compiled kernels; raise until the build provides them).
+# CUDA paths (compiled kernels; raise RuntimeError when the build lacks them).
 
 
 def _require_cuda_op(fn: str, op: str) -> None:
@@ -510,6 +510,93 @@ def _check_cuda_call(fn, q, k, v, tensor_layout, flags, choices, sm_scale, kwarg
         _check_choice(fn, name, value, allowed)
     _dims(fn, q, k, v, tensor_layout, _support.VARIANTS[fn].head_dims)
     return sm_scale
+
+
+#: Tile geometry of the mma.sync kernels (csrc/qattn/qk_int8_attn.cuh): 128 query rows per CTA in
+#: 16-row warp slabs, 64 keys per KV step. The quantizers' groups must match it.
+_CUDA_BLOCK_Q, _CUDA_WARP_Q, _CUDA_BLOCK_K = 128, 16, 64
+#: e4m3 range of V per P·V accumulation (notes §2.4): 2.25 keeps 64 products of the fp16-accumulated
+#: FP8 MMA (P <= 448) below 65504; the fp32-accumulated modes use the full 448.
+_FP8_V_SCALE_MAX = {"fp32": 448.0, "fp32+fp32": 448.0, "fp32+fp16": 2.25}
+
+
+def _aligned16(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when its start and strides are 16-byte multiples (cp.async rows), else a copy."""
+    size = t.element_size()
+    if t.data_ptr() % 16 == 0 and t.stride(-1) == 1 and all((s * size) % 16 == 0 for s in t.stride()[:-1]):
+        return t
+    return t.contiguous()
+
+
+def _cuda_attention(
+    fn, q, k, v, *, tensor_layout, is_causal, qk_quant_gran, sm_scale, pv_accum_dtype, smooth_k, smooth_v,
+    return_lse, pv,
+):
+    """Quantize with the Triton quantizers (per-thread/per-warp groups of the mma layout), call the
+    compiled op, slice the head-dim padding off and convert the LSE."""
+    from . import _ops
+    from .triton.quant_per_block_int8 import mean_over_tokens, quant_per_block_int8
+    from .triton.quant_per_thread_int8 import quant_per_thread_int8, quant_per_warp_int8
+
+    head_dims = _support.VARIANTS[fn].head_dims
+    b, hq, hkv, lq, lk, d = _dims(fn, q, k, v, tensor_layout, head_dims)
+    if b * hq * lq == 0:
+        return _empty_result(q, return_lse, (b, hq, lq))
+    d_pad = _padded_head_dim(d, head_dims)
+    if sm_scale is None:
+        sm_scale = d**-0.5
+    with _device_guard(q):
+        k_mean = mean_over_tokens(k, tensor_layout=tensor_layout) if smooth_k else None
+        pre = sm_scale * LOG2E  # folded into Q's scale: the kernel's scores are then in log2 units
+        if qk_quant_gran == "per_thread":
+            q_i8, q_scale = quant_per_thread_int8(
+                q, block=_CUDA_BLOCK_Q, warp=_CUDA_WARP_Q, groups_per_warp=8, pre_scale=pre,
+                tensor_layout=tensor_layout, head_dim_out=d_pad,
+            )
+            k_i8, k_scale = quant_per_thread_int8(
+                k, block=_CUDA_BLOCK_K, warp=_CUDA_BLOCK_K, groups_per_warp=4, mean=k_mean,
+                tensor_layout=tensor_layout, head_dim_out=d_pad,
+            )
+        else:
+            q_i8, q_scale = quant_per_warp_int8(
+                q, block=_CUDA_BLOCK_Q, warp=_CUDA_WARP_Q, pre_scale=pre, tensor_layout=tensor_layout,
+                head_dim_out=d_pad,
+            )
+            k_i8, k_scale = quant_per_block_int8(
+                k, block_size=_CUDA_BLOCK_K, mean=k_mean, tensor_layout=tensor_layout, head_dim_out=d_pad
+            )
+        v_mean = None
+        if pv == "fp16":
+            if smooth_v:
+                # Rows of P sum to 1, so O(V) = O(V - v̄) + v̄ (notes §2.3.6).
+                v_mean = v.float().mean(dim=2 if tensor_layout == "HND" else 1, keepdim=True)
+                v = (v.float() - v_mean).to(v.dtype)
+            out, lse2 = _ops.qk_int8_sv_f16_attn(
+                q_i8, k_i8, _aligned16(_prepare_v(v, d_pad)), q_scale, k_scale, tensor_layout=tensor_layout,
+                is_causal=is_causal, qk_quant_gran=qk_quant_gran, qk_scale=1.0, pv_accum_dtype=pv_accum_dtype,
+                output_dtype=q.dtype, return_lse=return_lse,
+            )
+        else:
+            from .triton.quant_per_channel_fp8 import quant_per_channel_fp8
+
+            v_fp8, v_scale, v_mean = quant_per_channel_fp8(
+                v, tensor_layout=tensor_layout, scale_max=_FP8_V_SCALE_MAX[pv_accum_dtype], smooth_v=smooth_v,
+                head_dim_out=d_pad,
+            )
+            if v_mean is not None:  # [B, H, 1, D_pad] -> v's layout, unpadded
+                v_mean = (v_mean if tensor_layout == "HND" else v_mean.transpose(1, 2))[..., :d]
+            out, lse2 = _ops.qk_int8_sv_f8_attn(
+                q_i8, k_i8, _ops.fp8_v_operand(v_fp8, tensor_layout), v_scale, q_scale, k_scale,
+                tensor_layout=tensor_layout, is_causal=is_causal, qk_quant_gran=qk_quant_gran, qk_scale=1.0,
+                pv_accum_dtype=pv_accum_dtype, output_dtype=q.dtype, return_lse=return_lse,
+            )
+    out = out[..., :d]
+    if v_mean is not None:
+        vm = v_mean.repeat_interleave(hq // hkv, dim=1 if tensor_layout == "HND" else 2)
+        out = (out.float() + vm).to(q.dtype)
+    if not return_lse:
+        return out
+    return out, _natural_lse(lse2, q, k_mean, tensor_layout, sm_scale)
 
 
 def sageattn_qk_int8_pv_fp16_cuda(
@@ -559,7 +646,13 @@ def sageattn_qk_int8_pv_fp16_cuda(
     if smooth_v and pv_accum_dtype != "fp16":
         raise ValueError(f"{fn}: smooth_v=True needs pv_accum_dtype='fp16', got {pv_accum_dtype!r}")
     _require_cuda_op(fn, _support.VARIANTS[fn].cuda_op)
-    raise RuntimeError(f"{fn}: the Python binding of sageattention::{_support.VARIANTS[fn].cuda_op} is not written yet")
+    if q.device.type != "cuda":
+        raise ValueError(f"{fn}: needs CUDA tensors, got q on {q.device}")
+    return _cuda_attention(
+        fn, q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, qk_quant_gran=qk_quant_gran,
+        sm_scale=sm_scale, pv_accum_dtype=pv_accum_dtype, smooth_k=smooth_k, smooth_v=smooth_v,
+        return_lse=return_lse, pv="fp16",
+    )
 
 
 def sageattn_qk_int8_pv_fp8_cuda(
@@ -604,7 +697,13 @@ def sageattn_qk_int8_pv_fp8_cuda(
     if smooth_v and pv_accum_dtype != "fp32":
         raise ValueError(f"{fn}: smooth_v=True needs pv_accum_dtype='fp32', got {pv_accum_dtype!r}")
     _require_cuda_op(fn, _support.VARIANTS[fn].cuda_op)
-    raise RuntimeError(f"{fn}: the Python binding of sageattention::{_support.VARIANTS[fn].cuda_op} is not written yet")
+    if q.device.type != "cuda":
+        raise ValueError(f"{fn}: needs CUDA tensors, got q on {q.device}")
+    return _cuda_attention(
+        fn, q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, qk_quant_gran=qk_quant_gran,
+        sm_scale=sm_scale, pv_accum_dtype=pv_accum_dtype, smooth_k=smooth_k, smooth_v=smooth_v,
+        return_lse=return_lse, pv="fp8",
+    )
 
 
 def sageattn_qk_int8_pv_fp8_cuda_sm90(

@@ -28,6 +28,7 @@ __all__ = [
     "validate_arch_list",
     "arch_to_sm",
     "gencode_flags",
+    "kernel_family_archs",
     "parse_version",
 ]
 
@@ -260,6 +261,39 @@ def gencode_flags(archs: list[str]) -> list[str]:
         if arch.endswith("+PTX"):
             flags.append(f"-gencode=arch={compute},code={compute}")
     return flags
+
+
+#: Compute capabilities each mma.sync attention kernel family is compiled for (per-file archs,
+#: STYLE.md H6). "sm80": INT8 Q·Kᵀ + FP16 P·V, whose sm_80 code also runs on sm86/87/89 (same
+#: major); 8.6 and 8.7 get their own code as upstream does. "sm89": FP8 e4m3 P·V, which needs
+#: sm_89's FP8 mma.sync; also the FP8 path of datacenter and consumer Blackwell (10.x, 11.0,
+#: 12.x; 12.x has no WGMMA). Hopper (9.0) has its own WGMMA kernels and gets neither.
+_KERNEL_FAMILY_ARCHS = {
+    "sm80": ("8.0", "8.6", "8.7"),
+    "sm89": ("8.9", "10.0", "10.3", "11.0", "12.0", "12.1"),
+}
+
+
+def kernel_family_archs(archs: list[str], family: str) -> list[str]:
+    """The entries of ``archs`` (``+PTX``/``a``/``f`` kept) that kernel ``family`` is built for.
+
+    ``"sm80"`` also takes ``8.9`` when the list has no other 8.x arch, so an sm89-only build still
+    has the FP16-P·V kernel. Empty when the list has none of the family's archs (its sources are
+    then not compiled and its op is not registered).
+    """
+    if family not in _KERNEL_FAMILY_ARCHS:
+        raise ValueError(f"family must be one of {sorted(_KERNEL_FAMILY_ARCHS)}, got {family!r}")
+
+    def base(arch: str) -> str:
+        match = _ARCH_RE.match(arch)
+        if not match:
+            raise ArchError(f"arch {arch!r} is not MAJOR.MINOR[a|f][+PTX]")
+        return f"{match.group(1)}.{match.group(2)}"
+
+    chosen = [a for a in archs if base(a) in _KERNEL_FAMILY_ARCHS[family]]
+    if family == "sm80" and not chosen:
+        chosen = [a for a in archs if base(a) == "8.9"]
+    return chosen
 
 
 def _arch_sort_key(arch: str) -> tuple[int, int, str]:

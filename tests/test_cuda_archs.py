@@ -182,3 +182,39 @@ def test_default_list_for_the_installed_nvcc_is_accepted_by_it():
         pytest.skip("nvcc does not report its targets")
     for arch in default_arch_list(version):
         assert cuda_archs.arch_to_sm(arch).rstrip("af") in listed
+
+
+# ---- per-file archs of the mma.sync attention kernels (setup.py ARCH_GROUPS) ------------------
+
+
+def test_kernel_family_archs():
+    from scripts.cuda_archs import kernel_family_archs
+
+    full = ["8.0", "8.6", "8.9", "9.0a", "10.0", "10.3", "12.0", "12.1"]
+    assert kernel_family_archs(full, "sm80") == ["8.0", "8.6"]
+    assert kernel_family_archs(full, "sm89") == ["8.9", "10.0", "10.3", "12.0", "12.1"]
+    assert kernel_family_archs(["8.0"], "sm89") == []  # CI's build: no FP8 kernel compiled
+    assert kernel_family_archs(["9.0a"], "sm80") == [] and kernel_family_archs(["9.0a"], "sm89") == []
+    assert kernel_family_archs(["8.9"], "sm80") == ["8.9"]  # sm89-only builds keep the FP16 kernel
+    # The H100 test build: PTX survives the selection.
+    assert kernel_family_archs(["8.0+PTX", "8.9+PTX"], "sm80") == ["8.0+PTX"]
+    assert kernel_family_archs(["8.0+PTX", "8.9+PTX"], "sm89") == ["8.9+PTX"]
+    with pytest.raises(ValueError, match="family"):
+        kernel_family_archs(full, "sm90")
+
+
+def test_generated_instantiations_are_up_to_date():
+    from scripts import generate_kernels
+
+    assert generate_kernels.main(["--check"]) == 0, "run `python -m scripts.generate_kernels`"
+    assert len(generate_kernels.sources("sm80")) == 6 and len(generate_kernels.sources("sm89")) == 6
+    assert all("_hd128_" in s for s in generate_kernels.sources("sm80", (128,)))
+
+
+def test_head_dims_dev_switch():
+    import setup
+
+    assert setup.head_dims_from_env(None) == (64, 128) and setup.head_dims_from_env("") == (64, 128)
+    assert setup.head_dims_from_env("128") == (128,)
+    with pytest.raises(ValueError, match="SAGEATTN_HEAD_DIMS"):
+        setup.head_dims_from_env("96")

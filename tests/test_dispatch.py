@@ -38,9 +38,19 @@ def test_without_cuda_ops_triton_is_chosen(cap):
 
 @pytest.mark.parametrize("cap", KNOWN_CAPABILITIES, ids=lambda c: f"sm{c[0]}{c[1]}")
 def test_registered_ops_without_a_python_binding_are_not_chosen(cap):
-    """Today's CUDA entry points raise: a build that registers their ops must not route sageattn there."""
+    """Entry points that still raise (the sm90 WGMMA one): a build that registers their ops must not
+    route sageattn there; the others (sm80/sm89 mma.sync, issue 5) are chosen with their ops."""
     triton_version = "3.2.0" if cap == (7, 5) else NEW_TRITON
-    assert select_kernel(cap, ALL_CUDA_OPS, triton_version) == select_kernel(cap, frozenset(), triton_version)
+    unbound = frozenset(v.cuda_op for v in VARIANTS.values() if v.cuda_op and not v.has_python_binding)
+    assert unbound == {"qk_int8_sv_f8_attn_sm90"}
+    bound_ops = ALL_CUDA_OPS - unbound
+    assert select_kernel(cap, ALL_CUDA_OPS, triton_version) == select_kernel(cap, bound_ops, triton_version)
+    chosen = VARIANTS[select_kernel(cap, ALL_CUDA_OPS, triton_version).name]
+    assert chosen.has_python_binding
+    expected = {(8, 0): "sageattn_qk_int8_pv_fp16_cuda", (8, 6): "sageattn_qk_int8_pv_fp16_cuda",
+                (8, 7): "sageattn_qk_int8_pv_fp16_cuda", (8, 9): "sageattn_qk_int8_pv_fp8_cuda"}
+    if cap in expected:
+        assert chosen.name == expected[cap]
 
 
 @pytest.mark.parametrize("cap", KNOWN_CAPABILITIES, ids=lambda c: f"sm{c[0]}{c[1]}")

@@ -34,6 +34,13 @@ EMULATION_TOLERANCE = {
     "fp32": {"out": 2e-3, "lse": 1e-4},
     "fp16+fp32": {"out": 4e-3, "lse": 1e-4},
     "fp8": {"out": 1.5e-2, "lse": 1e-4},
+    # Not emulated exactly, so looser (CUDA kernels only): "fp16" keeps O itself in fp16 across
+    # all KV blocks (one fp16 rounding of the running sum per 64-key block: 2^-11 relative each,
+    # ~L/64 of them); "fp8-fp22" is FP8 P·V accumulated over the whole KV loop by the MMA, whose
+    # sum keeps ~13 mantissa bits and truncates (notes §2.3.5: up to 2^-13 per MMA, biased).
+    # Bounds are estimates (never measured: no GPU where they were written).
+    "fp16": {"out": 1e-2, "lse": 1e-4},
+    "fp8-fp22": {"out": 3e-2, "lse": 1e-4},
 }
 
 
@@ -119,6 +126,56 @@ def attn_qk_int8_pv_fp8_emulated(
         q_int8, k_int8, v_fp8, q_scale, k_scale, v_scale, tensor_layout=tensor_layout,
         is_causal=is_causal, pv_mode="fp8", q_group=q_group, k_group=k_group, block_n=block_n,
     )
+
+
+#: Geometry of the mma.sync CUDA kernels (csrc/qattn/qk_int8_attn.cuh): 16-row Q warp slabs in
+#: 128-row CTAs, 64-key K blocks. Their scale arrays are indexed by these.
+MMA_WARP_Q, MMA_BLOCK_Q, MMA_BLOCK_K = 16, 128, 64
+
+
+def expand_mma_scales(q_scale, k_scale, lq: int, lk: int, qk_quant_gran: str):
+    """Per-thread / per-warp scale arrays of the CUDA kernels -> per-token ``[B, H, L]`` scales.
+
+    per_thread: Q token r uses group ``(r // 16) * 8 + r % 8``, K token r uses
+    ``(r // 64) * 4 + (r % 8) // 2`` (SageAttention2 Eq. 8 with 16-row warp slabs); per_warp:
+    ``r // 16`` and ``r // 64``.
+    """
+    rq = torch.arange(lq, device=q_scale.device)
+    rk = torch.arange(lk, device=k_scale.device)
+    if qk_quant_gran == "per_thread":
+        qi = (rq // MMA_WARP_Q) * 8 + rq % 8
+        ki = (rk // MMA_BLOCK_K) * 4 + (rk % 8) // 2
+    elif qk_quant_gran == "per_warp":
+        qi, ki = rq // MMA_WARP_Q, rk // MMA_BLOCK_K
+    else:
+        raise ValueError(f"qk_quant_gran must be 'per_thread' or 'per_warp', got {qk_quant_gran!r}")
+    return q_scale[:, :, qi], k_scale[:, :, ki]
+
+
+def attn_qk_int8_mma_emulated(
+    q_int8, k_int8, v, q_scale, k_scale, v_scale=None, *, tensor_layout="HND", is_causal=False,
+    qk_quant_gran="per_thread", pv_accum_dtype="fp32",
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Emulate ``sageattention::qk_int8_sv_f16_attn`` (``v_scale`` None, ``v`` fp16) or
+    ``qk_int8_sv_f8_attn`` (``v`` e4m3 in v's layout, ``v_scale`` ``[B, H_kv, D]``).
+
+    Returns ``(out float32 in q's layout, lse2, EMULATION_TOLERANCE key)``; the key names how
+    closely the kernel must match (modes the emulation only approximates get looser bounds).
+    """
+    lq = to_hnd(q_int8, tensor_layout).shape[2]
+    lk = to_hnd(k_int8, tensor_layout).shape[2]
+    qs, ks = expand_mma_scales(q_scale, k_scale, lq, lk, qk_quant_gran)
+    if v_scale is None:
+        mode = {"fp32": "fp32", "fp16+fp32": "fp16+fp32", "fp16": "fp16+fp32"}[pv_accum_dtype]
+        key = "fp16" if pv_accum_dtype == "fp16" else mode
+    else:
+        mode = "fp8"
+        key = "fp8-fp22" if pv_accum_dtype == "fp32" else "fp8"
+    out, lse = _emulate(
+        q_int8, k_int8, v, qs, ks, v_scale, tensor_layout=tensor_layout, is_causal=is_causal, pv_mode=mode,
+        q_group=1, k_group=1, block_n=MMA_BLOCK_K,
+    )
+    return out, lse, key
 
 
 def quant_per_channel_fp8_ref(v: torch.Tensor, *, tensor_layout: str = "HND", scale_max: float = 448.0):

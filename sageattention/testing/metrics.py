@@ -84,6 +84,23 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
         min_cosine={"randn": 0.999, "biased_k": 0.999, "outliers": -1.0},
         max_rel_l1={"randn": 0.045, "biased_k": 0.05, "outliers": float("inf")},
     ),
+    # CUDA mma.sync kernels (csrc/qattn/). "fp16": O accumulated in fp16 registers; same scheme
+    # floors as fp16 P·V (upstream: no accuracy loss vs fp32 accumulation, SageAttention Tables
+    # 4-5). FP8 "fp32+fp32" (two-level) and "fp32+fp16" (2++: V in ±2.25, fp16-accumulated block
+    # partials, same accuracy in SageAttention2++ Table 2) share the FP8 floors above. Not yet
+    # measured on a GPU.
+    ("int8", "fp16", "fp16"): Tolerance(
+        min_cosine={"randn": 0.9998, "biased_k": 0.9995, "outliers": -1.0},
+        max_rel_l1={"randn": 0.015, "biased_k": 0.03, "outliers": float("inf")},
+    ),
+    ("int8", "fp8", "fp32+fp32"): Tolerance(
+        min_cosine={"randn": 0.999, "biased_k": 0.999, "outliers": -1.0},
+        max_rel_l1={"randn": 0.045, "biased_k": 0.05, "outliers": float("inf")},
+    ),
+    ("int8", "fp8", "fp32+fp16"): Tolerance(
+        min_cosine={"randn": 0.999, "biased_k": 0.999, "outliers": -1.0},
+        max_rel_l1={"randn": 0.045, "biased_k": 0.05, "outliers": float("inf")},
+    ),
 }
 
 #: The issue's accuracy targets at benchmark sizes (B 4, H 32, L >= 1K, hd 128, randn): scheme ->
@@ -94,6 +111,12 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
 TARGETS: dict[tuple[str, str, str], tuple[float, float]] = {
     ("int8", "fp16", "fp32"): (0.9998, 0.015),
     ("int8", "fp8", "fp32"): (0.9993, 0.037),
+    # The CUDA kernels' own (issue 5) targets; unlike the rows above, the CUDA GPU tests assert
+    # them at hd128, L=4096, randn (tests/test_qk_int8_sv_f*_attn_cuda.py).
+    ("int8", "fp16", "fp16+fp32"): (0.9998, 0.015),
+    ("int8", "fp16", "fp16"): (0.9998, 0.015),
+    ("int8", "fp8", "fp32+fp32"): (0.9993, 0.037),
+    ("int8", "fp8", "fp32+fp16"): (0.9993, 0.037),
 }
 
 #: Max |lse - lse_exact| (natural log) after the K-smoothing correction. Why: INT8 Q·Kᵀ moves each

@@ -1,0 +1,97 @@
+"""Shared helpers of the mma.sync CUDA attention tests (tests/test_qk_int8_sv_f*_attn_cuda.py).
+
+Each op is checked against two yardsticks (STYLE.md H4): the PyTorch emulation of its exact scheme
+(``testing.emulation.attn_qk_int8_mma_emulated``: a miss is a kernel bug) and the float64
+reference through ``testing.metrics.TOLERANCES`` (the scheme's quantization error).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sageattention import _ops, _support
+from sageattention.testing.emulation import (
+    EMULATION_TOLERANCE,
+    MMA_BLOCK_K,
+    MMA_BLOCK_Q,
+    MMA_WARP_Q,
+    attn_qk_int8_mma_emulated,
+    natural_lse,
+    quant_per_channel_fp8_ref,
+    relative_max_error,
+)
+from sageattention.testing.metrics import LSE_MAX_ABS_ERROR, assert_close_to_reference
+from sageattention.testing.reference import attention_ref, quant_per_thread_int8_ref, quant_per_warp_int8_ref
+
+#: pv_accum_dtype -> scale_max of the FP8 V quantization (api._FP8_V_SCALE_MAX).
+FP8_V_SCALE_MAX = {"fp32": 448.0, "fp32+fp32": 448.0, "fp32+fp16": 2.25}
+
+
+def require_op(op: str) -> None:
+    """Skip (with the reason) without a GPU or without the op in this build."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    if not _ops.cuda_ops_available():
+        pytest.skip(f"compiled ops not built: {_ops.missing_build_reason()}")
+    if op not in _support.built_cuda_ops():
+        pytest.skip(f"this build has no CUDA kernel for sageattention::{op} (its arch family was not in the arch list)")
+
+
+def make_qkv(*, b=1, hq=2, hkv=2, lq=65, lk=65, d=64, layout="HND", dtype=torch.float16, k_bias=0.0):
+    def shape(h, n):
+        return (b, h, n, d) if layout == "HND" else (b, n, h, d)
+
+    q = torch.randn(shape(hq, lq), device="cuda").to(dtype)
+    k = torch.randn(shape(hkv, lk), device="cuda")
+    if k_bias:
+        k = k + torch.randn(d, device="cuda") * k_bias  # channel-biased K (what smoothing is for)
+    k = k.to(dtype)
+    v = torch.randn(shape(hkv, lk), device="cuda").to(dtype)
+    return q, k, v
+
+
+def quantize_qk(q, k, layout, gran):
+    """Reference per-thread / per-warp INT8 in the kernels' groups (sm_scale·log2e folded into Q)."""
+    if gran == "per_thread":
+        return quant_per_thread_int8_ref(q, k, tensor_layout=layout, fold_sm_scale=True, blkq=MMA_BLOCK_Q,
+                                         warpq=MMA_WARP_Q, blkk=MMA_BLOCK_K, warpk=MMA_BLOCK_K)
+    return quant_per_warp_int8_ref(q, k, tensor_layout=layout, blkq=MMA_BLOCK_Q, warpq=MMA_WARP_Q, blkk=MMA_BLOCK_K)
+
+
+def run_and_check(pv, q, k, v, *, layout="HND", causal=False, gran="per_thread", accum, return_lse=True,
+                  kind="randn", check_reference=True):
+    """Run the op on reference-quantized inputs; compare with its emulation, the reference and LSE."""
+    qi, qs, ki, ks, km = quantize_qk(q, k, layout, gran)
+    if pv == "fp16":
+        v_in = v.half()
+        out, lse2 = _ops.qk_int8_sv_f16_attn(qi, ki, v_in, qs, ks, tensor_layout=layout, is_causal=causal,
+                                             qk_quant_gran=gran, pv_accum_dtype=accum, output_dtype=q.dtype,
+                                             return_lse=return_lse)
+        emu, emu_lse, key = attn_qk_int8_mma_emulated(qi, ki, v_in, qs, ks, tensor_layout=layout, is_causal=causal,
+                                                      qk_quant_gran=gran, pv_accum_dtype=accum)
+    else:
+        v8, vs = quant_per_channel_fp8_ref(v, tensor_layout=layout, scale_max=FP8_V_SCALE_MAX[accum])
+        out, lse2 = _ops.qk_int8_sv_f8_attn(qi, ki, _ops.fp8_v_operand(v8, layout), vs, qs, ks, tensor_layout=layout,
+                                            is_causal=causal, qk_quant_gran=gran, pv_accum_dtype=accum,
+                                            output_dtype=q.dtype, return_lse=return_lse)
+        emu, emu_lse, key = attn_qk_int8_mma_emulated(qi, ki, v8, qs, ks, vs, tensor_layout=layout, is_causal=causal,
+                                                      qk_quant_gran=gran, pv_accum_dtype=accum)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert torch.isfinite(out).all(), "output has NaN/Inf"
+    tol = EMULATION_TOLERANCE[key]
+    bound = tol["out"] + torch.finfo(out.dtype).eps
+    err = relative_max_error(out.float(), emu)
+    assert err <= bound, f"kernel vs emulation ({key}): max rel err {err:.3e} > {bound:.1e}"
+    result = {"emulation_err": err}
+    if check_reference:
+        ref, ref_lse = attention_ref(q, k, v, tensor_layout=layout, is_causal=causal)
+        result.update(assert_close_to_reference(out, ref, scheme=("int8", pv, accum), emulated=emu, inputs=kind,
+                                                context=f"qk_int8_sv_{pv}_attn {layout} causal={causal} {gran}"))
+    if return_lse:
+        lse_err = (lse2 - emu_lse).abs().max().item()
+        assert lse_err <= tol["lse"], f"LSE vs emulation: {lse_err:.3e} > {tol['lse']:.1e}"
+        if check_reference:
+            ref_err = (natural_lse(lse2, q, km, layout) - ref_lse).abs().max().item()
+            assert ref_err <= LSE_MAX_ABS_ERROR, f"LSE vs reference: {ref_err:.3e} > {LSE_MAX_ABS_ERROR}"
+    return out, result
