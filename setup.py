@@ -40,6 +40,10 @@ ARCH_GROUPS = {
     "sm80": ["csrc/qattn/qk_int8_sv_f16_attn_sm80.cu"],
     "sm89": ["csrc/qattn/qk_int8_sv_f8_attn_sm89.cu"],
 }
+#: The op each family registers; its arch list goes to ``_build_info.OP_ARCHS`` so ``sageattn``
+#: never picks an op that has no code for the GPU at hand (an sm89-family op built for 8.9 only
+#: cannot run on sm120: SASS runs only within its major version).
+FAMILY_OPS = {"sm80": "qk_int8_sv_f16_attn", "sm89": "qk_int8_sv_f8_attn"}
 HEAD_DIMS = (64, 128)
 
 
@@ -152,8 +156,14 @@ def _cuda_include_dirs(cuda_home: str | None) -> list[str]:
     return [str(d) for d in found.extra_dirs]
 
 
-def build_info_source(cell: str, archs: str, torch_version: str, torch_cuda: str, nvcc: str) -> str:
-    """Text of ``sageattention/_build_info.py``, which records what a wheel was built for."""
+def build_info_source(cell: str, archs: str, torch_version: str, torch_cuda: str, nvcc: str,
+                      op_archs: dict[str, list[str]] | None = None) -> str:
+    """Text of ``sageattention/_build_info.py``, which records what a wheel was built for.
+
+    ``op_archs``: attention op -> the arch-list entries its sources were compiled for (read by
+    ``sageattention._support.built_op_archs``).
+    """
+    ops = {op: ";".join(archs) for op, archs in sorted((op_archs or {}).items())}
     return (
         '"""Written by setup.py at build time: what this build of sageattention targets."""\n\n'
         f"CELL = {cell!r}\n"
@@ -162,6 +172,7 @@ def build_info_source(cell: str, archs: str, torch_version: str, torch_cuda: str
         f"CUDA = {torch_cuda!r}\n"
         f"NVCC = {nvcc!r}\n"
         f"TORCH_CUDA_ARCH_LIST = {archs!r}\n"
+        f"OP_ARCHS = {ops!r}\n"
     )
 
 
@@ -201,14 +212,6 @@ def main() -> None:
         raise SystemExit(f"setup.py: {exc}") from None
     include_cxx, include_nvcc = include_dir_flags(_cuda_include_dirs(CUDA_HOME))
 
-    info = build_info_source(
-        cell=os.environ.get("SAGEATTN_BUILD_CELL", "unknown (setup.py run directly)"),
-        archs=";".join(arch_list),
-        torch_version=torch.__version__,
-        torch_cuda=torch.version.cuda,
-        nvcc=full.group(1) if full else "%d.%d" % nvcc_release,
-    )
-
     class BuildPyWithInfo(build_py):
         """Write _build_info.py into the build tree (never into the source tree)."""
 
@@ -224,6 +227,14 @@ def main() -> None:
         raise SystemExit(f"setup.py: {exc}") from None
     groups = group_sources(arch_list, head_dims)
     trim_flags = [f"-DSAGEATTN_NO_HD{d}" for d in HEAD_DIMS if d not in head_dims]
+    info = build_info_source(
+        cell=os.environ.get("SAGEATTN_BUILD_CELL", "unknown (setup.py run directly)"),
+        archs=";".join(arch_list),
+        torch_version=torch.__version__,
+        torch_cuda=torch.version.cuda,
+        nvcc=full.group(1) if full else "%d.%d" % nvcc_release,
+        op_archs={FAMILY_OPS[family]: archs for family, (_, archs) in groups.items()},
+    )
 
     class BuildExtWithArchGroups(BuildExtension):
         """Compiles each kernel family's sources with that family's ``-gencode`` flags first, then

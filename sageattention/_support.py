@@ -23,6 +23,8 @@ Facts behind the table (research notes §1.4, §5.1):
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 
 # Every compute capability from Turing to consumer Blackwell that CUDA 12.x/13.x targets
@@ -152,8 +154,32 @@ def triton_problem(capability: tuple[int, int], triton_version: str | None) -> s
     return None
 
 
+_ARCH_ENTRY = re.compile(r"^(\d+)\.(\d+)([af]?)(\+PTX)?$")
+
+
+def arch_runs_on(arch: str, capability: tuple[int, int]) -> bool:
+    """Whether code compiled for arch-list entry ``arch`` (``"8.0"``, ``"9.0a"``, ``"8.9+PTX"``) can
+    run on a GPU of ``capability``.
+
+    CUDA's compatibility rules: machine code for X.Y runs on X.Z with Z >= Y (same major only); an
+    arch-specific X.Ya target only on X.Y itself; a family X.Yf target on X.Z, Z >= Y; PTX of a
+    plain X.Y (``+PTX``) on anything >= X.Y, JIT-compiled by the driver.
+    """
+    match = _ARCH_ENTRY.match(arch.strip())
+    if match is None:
+        raise ValueError(f"arch must look like 8.0, 9.0a or 8.9+PTX, got {arch!r}")
+    major, minor, suffix, ptx = int(match.group(1)), int(match.group(2)), match.group(3), bool(match.group(4))
+    cap = (int(capability[0]), int(capability[1]))
+    if suffix == "a":
+        return cap == (major, minor)
+    if ptx and not suffix and cap >= (major, minor):
+        return True
+    return cap[0] == major and cap[1] >= minor
+
+
 def select_kernel(
-    capability: tuple[int, int], built_ops: frozenset[str] | set[str], triton_version: str | None
+    capability: tuple[int, int], built_ops: frozenset[str] | set[str], triton_version: str | None,
+    op_archs: dict[str, str] | None = None,
 ) -> Selection:
     """Pick ``sageattn``'s variant for a GPU of ``capability``.
 
@@ -164,6 +190,9 @@ def select_kernel(
         ``torch.ops.sageattention`` attention ops present in this build (see :func:`built_cuda_ops`).
     triton_version : str or None
         ``triton.__version__``, or None when triton is not installed.
+    op_archs : dict or None
+        op -> ``"8.9;12.0"``, the archs its code was compiled for (:func:`built_op_archs`); an op
+        with no code that runs on ``capability`` is passed over. None: not checked.
 
     Returns
     -------
@@ -189,6 +218,12 @@ def select_kernel(
     for name, kwargs in SAGEATTN_PREFERENCE[cap]:
         variant = VARIANTS[name]
         if variant.backend == "cuda":
+            archs = (op_archs or {}).get(variant.cuda_op)
+            runs_here = archs is None or any(arch_runs_on(a, cap) for a in archs.split(";") if a)
+            if variant.cuda_op in built_ops and variant.has_python_binding and not runs_here:
+                reasons.append(f"{name}: this build compiled sageattention::{variant.cuda_op} for {archs}, "
+                               f"none of which runs on sm{cap[0]}{cap[1]}")
+                continue
             if variant.cuda_op in built_ops and variant.has_python_binding:
                 return Selection(name, dict(kwargs))
             if variant.cuda_op in built_ops:
@@ -225,6 +260,16 @@ def built_cuda_ops() -> frozenset[str]:
     return frozenset(
         n for n in names if hasattr(torch.ops.sageattention, n) and has_cuda(f"sageattention::{n}", "CUDA")
     )
+
+
+def built_op_archs() -> dict[str, str] | None:
+    """op -> ``"8.0;8.6"``: the archs each attention op of the installed build was compiled for
+    (``sageattention/_build_info.py``, written by setup.py); None when unknown (source tree)."""
+    try:
+        from . import _build_info
+    except ImportError:
+        return None
+    return getattr(_build_info, "OP_ARCHS", None)
 
 
 def missing_cuda_reason() -> str:

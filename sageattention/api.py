@@ -480,9 +480,19 @@ def sageattn_varlen(
 # CUDA paths (compiled kernels; raise RuntimeError when the build lacks them).
 
 
-def _require_cuda_op(fn: str, op: str) -> None:
+def _require_cuda_op(fn: str, op: str, device: torch.device | None = None) -> None:
     if op in _support.built_cuda_ops():
-        return
+        archs = (_support.built_op_archs() or {}).get(op)
+        if device is None or device.type != "cuda" or archs is None:
+            return
+        cap = torch.cuda.get_device_capability(device)
+        if any(_support.arch_runs_on(a, cap) for a in archs.split(";") if a):
+            return
+        raise RuntimeError(
+            f"{fn}: this build compiled sageattention::{op} for archs {archs}, none of which runs on "
+            f"this sm{cap[0]}{cap[1]} GPU ({torch.cuda.get_device_name(device)}). Install a wheel built "
+            "for it, or use sageattn(), which picks a kernel this GPU can run."
+        )
     try:
         from . import _ops
 
@@ -645,7 +655,7 @@ def sageattn_qk_int8_pv_fp16_cuda(
     )
     if smooth_v and pv_accum_dtype != "fp16":
         raise ValueError(f"{fn}: smooth_v=True needs pv_accum_dtype='fp16', got {pv_accum_dtype!r}")
-    _require_cuda_op(fn, _support.VARIANTS[fn].cuda_op)
+    _require_cuda_op(fn, _support.VARIANTS[fn].cuda_op, q.device)
     if q.device.type != "cuda":
         raise ValueError(f"{fn}: needs CUDA tensors, got q on {q.device}")
     return _cuda_attention(
@@ -696,7 +706,7 @@ def sageattn_qk_int8_pv_fp8_cuda(
     )
     if smooth_v and pv_accum_dtype != "fp32":
         raise ValueError(f"{fn}: smooth_v=True needs pv_accum_dtype='fp32', got {pv_accum_dtype!r}")
-    _require_cuda_op(fn, _support.VARIANTS[fn].cuda_op)
+    _require_cuda_op(fn, _support.VARIANTS[fn].cuda_op, q.device)
     if q.device.type != "cuda":
         raise ValueError(f"{fn}: needs CUDA tensors, got q on {q.device}")
     return _cuda_attention(
@@ -742,7 +752,7 @@ def sageattn_qk_int8_pv_fp8_cuda_sm90(
          ("pv_accum_dtype", pv_accum_dtype, ("fp32+fp32",))),
         sm_scale, kwargs,
     )
-    _require_cuda_op(fn, _support.VARIANTS[fn].cuda_op)
+    _require_cuda_op(fn, _support.VARIANTS[fn].cuda_op, q.device)
     raise RuntimeError(f"{fn}: the Python binding of sageattention::{_support.VARIANTS[fn].cuda_op} is not written yet")
 
 
@@ -793,7 +803,7 @@ def sageattn(
     if q.device.type == "cuda":
         capability = torch.cuda.get_device_capability(q.device)
         selection = _support.select_kernel(
-            capability, _support.built_cuda_ops(), _support.installed_triton_version()
+            capability, _support.built_cuda_ops(), _support.installed_triton_version(), _support.built_op_archs()
         )
     else:
         selection = _support.Selection("sageattn_qk_int8_pv_fp16_triton", {})

@@ -196,6 +196,7 @@ def test_real_build_retag_verify_and_install_in_a_fresh_venv(tmp_path, capsys, r
         from sageattention import _build_info, _ops
         assert sageattention.__file__.startswith({str(venv)!r}), sageattention.__file__
         assert _build_info.CELL == {cell.name!r} and _build_info.TORCH_CUDA_ARCH_LIST == {BUILD_ARCHS!r}
+        assert _build_info.OP_ARCHS == {{"qk_int8_sv_f16_attn": {BUILD_ARCHS!r}}}, _build_info.OP_ARCHS  # no FP8 (sm89) op for 8.0
         assert _ops.cuda_ops_available(), _ops.missing_build_reason()
         assert hasattr(torch.ops.sageattention, "quant_per_block_int8")
         q = torch.randn(1, 2, 10, 64, dtype=torch.float16)

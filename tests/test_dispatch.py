@@ -104,3 +104,33 @@ def test_this_build_reports_its_cuda_ops():
     assert built <= ATTENTION_AND_HELPER_OPS
     if not built:
         assert _support.missing_cuda_reason()
+
+
+@pytest.mark.parametrize(
+    "arch,cap,runs",
+    [
+        ("8.0", (8, 0), True), ("8.0", (8, 6), True), ("8.0", (8, 9), True), ("8.0", (9, 0), False),
+        ("8.9", (12, 0), False), ("12.0", (12, 1), True), ("12.1", (12, 0), False),
+        ("9.0a", (9, 0), True), ("10.0a", (10, 3), False), ("10.0f", (10, 3), True),
+        ("8.0+PTX", (9, 0), True), ("8.9+PTX", (8, 6), False), ("8.9+PTX", (12, 0), True),
+    ],
+)
+def test_arch_runs_on_follows_cuda_compatibility(arch, cap, runs):
+    assert _support.arch_runs_on(arch, cap) is runs
+
+
+def test_arch_runs_on_rejects_garbage():
+    with pytest.raises(ValueError, match="arch must look like"):
+        _support.arch_runs_on("sm_80", (8, 0))
+
+
+def test_an_op_without_code_for_the_gpu_is_passed_over():
+    """A wheel whose FP8 kernel was built for 8.9 only must not pick it on sm120 (SASS is per major)."""
+    built = frozenset({"qk_int8_sv_f8_attn", "qk_int8_sv_f16_attn"})
+    only_89 = {"qk_int8_sv_f8_attn": "8.9", "qk_int8_sv_f16_attn": "8.0;8.6"}
+    assert select_kernel((12, 0), built, NEW_TRITON, only_89).name == "sageattn_qk_int8_pv_fp8_triton"
+    assert select_kernel((8, 9), built, NEW_TRITON, only_89).name == "sageattn_qk_int8_pv_fp8_cuda"
+    assert select_kernel((12, 0), built, NEW_TRITON, {"qk_int8_sv_f8_attn": "8.9;12.0"}).name == (
+        "sageattn_qk_int8_pv_fp8_cuda")
+    with pytest.raises(RuntimeError, match="compiled sageattention::qk_int8_sv_f8_attn for 8.9, none of which"):
+        select_kernel((12, 0), built, None, only_89)
