@@ -216,6 +216,45 @@ def kernel_impl(name: str, scheme):
     return common.Impl(name, "kernel", prepare, scheme=scheme, check=check)
 
 
+#: Kernel-only rows of the compiled mma.sync ops: op -> (P·V kind, pv_accum_dtype the public
+#: function uses by default, tolerance key).
+CUDA_KERNELS = {
+    "qk_int8_sv_f16_attn": ("fp16", "fp32", FP16_SCHEME),
+    "qk_int8_sv_f8_attn": ("fp8", "fp32+fp16", ("int8", "fp8", "fp32+fp16")),
+}
+
+
+def cuda_kernel_impl(op_name: str):
+    """A compiled attention op alone, on inputs quantized outside the timed region exactly as the
+    public ``sageattn_qk_int8_pv_*_cuda`` function quantizes them (``api._cuda_quantize``)."""
+    from benchmarks import common
+
+    pv, accum, scheme = CUDA_KERNELS[op_name]
+
+    def prepare(q, k, v, shape):
+        _require_cuda_ops()
+        from sageattention import _ops, _support, api
+
+        if op_name not in _support.built_cuda_ops():
+            raise common.ImplUnavailable(f"this build has no CUDA kernel for sageattention::{op_name}")
+        d = shape.head_dim
+        ops = api._cuda_quantize(
+            q, k, v, tensor_layout="HND", qk_quant_gran="per_thread", sm_scale=d**-0.5, pv_accum_dtype=accum,
+            smooth_k=True, smooth_v=False, pv=pv, d=d, d_pad=d,
+        )
+        kw = dict(tensor_layout="HND", is_causal=shape.causal, qk_quant_gran="per_thread", qk_scale=1.0,
+                  pv_accum_dtype=accum, output_dtype=q.dtype)
+        if pv == "fp16":
+            return lambda: _ops.qk_int8_sv_f16_attn(ops.q_i8, ops.k_i8, ops.v, ops.q_scale, ops.k_scale, **kw)[0]
+        return lambda: _ops.qk_int8_sv_f8_attn(ops.q_i8, ops.k_i8, ops.v, ops.v_scale, ops.q_scale, ops.k_scale,
+                                               **kw)[0]
+
+    def check(result, q, k, v, shape):
+        return common.check_attention(result, q, k, v, shape, scheme)
+
+    return common.Impl(op_name, "kernel", prepare, scheme=scheme, check=check, needs_cuda=True)
+
+
 def quant_impls() -> list:
     """The quantizers of the end-to-end paths, timed alone: Q/K (with the K mean) and V to FP8."""
     from benchmarks import common
@@ -241,6 +280,7 @@ def default_registry() -> dict:
         sdpa_impl("sdpa-math", "MATH", default=False),  # O(L²) memory: explicit --impl only
         kernel_impl("attn_qk_int8_pv_fp16", FP16_SCHEME),
         kernel_impl("attn_qk_int8_pv_fp8", FP8_SCHEME),
+        *(cuda_kernel_impl(op) for op in CUDA_KERNELS),
         *quant_impls(),
     ]
     return {impl.name: impl for impl in impls}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numbers
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -538,15 +539,73 @@ def _aligned16(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
+@dataclass
+class _CudaOperands:
+    """Inputs of the compiled mma.sync attention ops, as :func:`_cuda_quantize` prepares them."""
+
+    q_i8: torch.Tensor
+    q_scale: torch.Tensor
+    k_i8: torch.Tensor
+    k_scale: torch.Tensor
+    v: torch.Tensor  # fp16/bf16 V padded to the kernel's head dim, or the FP8 operand (_ops.fp8_v_operand)
+    v_scale: torch.Tensor | None  # FP8 only: per-channel scale
+    k_mean: torch.Tensor | None  # for the LSE correction
+    v_mean: torch.Tensor | None  # smooth_v: added back to the output, in v's layout, unpadded
+
+
+def _cuda_quantize(q, k, v, *, tensor_layout, qk_quant_gran, sm_scale, pv_accum_dtype, smooth_k, smooth_v, pv, d,
+                   d_pad) -> _CudaOperands:
+    """Quantize for the mma.sync kernels with the Triton quantizers (per-thread/per-warp groups of
+    the mma layout). Shared by the public functions and the kernel-only benchmark."""
+    from . import _ops
+    from .triton.quant_per_block_int8 import mean_over_tokens, quant_per_block_int8
+    from .triton.quant_per_thread_int8 import quant_per_thread_int8, quant_per_warp_int8
+
+    k_mean = mean_over_tokens(k, tensor_layout=tensor_layout) if smooth_k else None
+    pre = sm_scale * LOG2E  # folded into Q's scale: the kernel's scores are then in log2 units
+    if qk_quant_gran == "per_thread":
+        q_i8, q_scale = quant_per_thread_int8(
+            q, block=_CUDA_BLOCK_Q, warp=_CUDA_WARP_Q, groups_per_warp=8, pre_scale=pre,
+            tensor_layout=tensor_layout, head_dim_out=d_pad,
+        )
+        k_i8, k_scale = quant_per_thread_int8(
+            k, block=_CUDA_BLOCK_K, warp=_CUDA_BLOCK_K, groups_per_warp=4, mean=k_mean,
+            tensor_layout=tensor_layout, head_dim_out=d_pad,
+        )
+    else:
+        q_i8, q_scale = quant_per_warp_int8(
+            q, block=_CUDA_BLOCK_Q, warp=_CUDA_WARP_Q, pre_scale=pre, tensor_layout=tensor_layout,
+            head_dim_out=d_pad,
+        )
+        k_i8, k_scale = quant_per_block_int8(
+            k, block_size=_CUDA_BLOCK_K, mean=k_mean, tensor_layout=tensor_layout, head_dim_out=d_pad
+        )
+    if pv == "fp16":
+        v_mean = None
+        if smooth_v:
+            # Rows of P sum to 1, so O(V) = O(V - v̄) + v̄ (notes §2.3.6).
+            v_mean = v.float().mean(dim=2 if tensor_layout == "HND" else 1, keepdim=True)
+            v = (v.float() - v_mean).to(v.dtype)
+        return _CudaOperands(q_i8, q_scale, k_i8, k_scale, _aligned16(_prepare_v(v, d_pad)), None, k_mean, v_mean)
+    from .triton.quant_per_channel_fp8 import quant_per_channel_fp8
+
+    v_fp8, v_scale, v_mean = quant_per_channel_fp8(
+        v, tensor_layout=tensor_layout, scale_max=_FP8_V_SCALE_MAX[pv_accum_dtype], smooth_v=smooth_v,
+        head_dim_out=d_pad,
+    )
+    if v_mean is not None:  # [B, H, 1, D_pad] -> v's layout, unpadded
+        v_mean = (v_mean if tensor_layout == "HND" else v_mean.transpose(1, 2))[..., :d]
+    return _CudaOperands(q_i8, q_scale, k_i8, k_scale, _ops.fp8_v_operand(v_fp8, tensor_layout), v_scale, k_mean,
+                         v_mean)
+
+
 def _cuda_attention(
     fn, q, k, v, *, tensor_layout, is_causal, qk_quant_gran, sm_scale, pv_accum_dtype, smooth_k, smooth_v,
     return_lse, pv,
 ):
-    """Quantize with the Triton quantizers (per-thread/per-warp groups of the mma layout), call the
-    compiled op, slice the head-dim padding off and convert the LSE."""
+    """Quantize (:func:`_cuda_quantize`), call the compiled op, slice the head-dim padding off and
+    convert the LSE."""
     from . import _ops
-    from .triton.quant_per_block_int8 import mean_over_tokens, quant_per_block_int8
-    from .triton.quant_per_thread_int8 import quant_per_thread_int8, quant_per_warp_int8
 
     head_dims = _support.VARIANTS[fn].head_dims
     b, hq, hkv, lq, lk, d = _dims(fn, q, k, v, tensor_layout, head_dims)
@@ -556,57 +615,24 @@ def _cuda_attention(
     if sm_scale is None:
         sm_scale = d**-0.5
     with _device_guard(q):
-        k_mean = mean_over_tokens(k, tensor_layout=tensor_layout) if smooth_k else None
-        pre = sm_scale * LOG2E  # folded into Q's scale: the kernel's scores are then in log2 units
-        if qk_quant_gran == "per_thread":
-            q_i8, q_scale = quant_per_thread_int8(
-                q, block=_CUDA_BLOCK_Q, warp=_CUDA_WARP_Q, groups_per_warp=8, pre_scale=pre,
-                tensor_layout=tensor_layout, head_dim_out=d_pad,
-            )
-            k_i8, k_scale = quant_per_thread_int8(
-                k, block=_CUDA_BLOCK_K, warp=_CUDA_BLOCK_K, groups_per_warp=4, mean=k_mean,
-                tensor_layout=tensor_layout, head_dim_out=d_pad,
-            )
-        else:
-            q_i8, q_scale = quant_per_warp_int8(
-                q, block=_CUDA_BLOCK_Q, warp=_CUDA_WARP_Q, pre_scale=pre, tensor_layout=tensor_layout,
-                head_dim_out=d_pad,
-            )
-            k_i8, k_scale = quant_per_block_int8(
-                k, block_size=_CUDA_BLOCK_K, mean=k_mean, tensor_layout=tensor_layout, head_dim_out=d_pad
-            )
-        v_mean = None
+        ops = _cuda_quantize(
+            q, k, v, tensor_layout=tensor_layout, qk_quant_gran=qk_quant_gran, sm_scale=sm_scale,
+            pv_accum_dtype=pv_accum_dtype, smooth_k=smooth_k, smooth_v=smooth_v, pv=pv, d=d, d_pad=d_pad,
+        )
+        common = dict(tensor_layout=tensor_layout, is_causal=is_causal, qk_quant_gran=qk_quant_gran, qk_scale=1.0,
+                      pv_accum_dtype=pv_accum_dtype, output_dtype=q.dtype, return_lse=return_lse)
         if pv == "fp16":
-            if smooth_v:
-                # Rows of P sum to 1, so O(V) = O(V - v̄) + v̄ (notes §2.3.6).
-                v_mean = v.float().mean(dim=2 if tensor_layout == "HND" else 1, keepdim=True)
-                v = (v.float() - v_mean).to(v.dtype)
-            out, lse2 = _ops.qk_int8_sv_f16_attn(
-                q_i8, k_i8, _aligned16(_prepare_v(v, d_pad)), q_scale, k_scale, tensor_layout=tensor_layout,
-                is_causal=is_causal, qk_quant_gran=qk_quant_gran, qk_scale=1.0, pv_accum_dtype=pv_accum_dtype,
-                output_dtype=q.dtype, return_lse=return_lse,
-            )
+            out, lse2 = _ops.qk_int8_sv_f16_attn(ops.q_i8, ops.k_i8, ops.v, ops.q_scale, ops.k_scale, **common)
         else:
-            from .triton.quant_per_channel_fp8 import quant_per_channel_fp8
-
-            v_fp8, v_scale, v_mean = quant_per_channel_fp8(
-                v, tensor_layout=tensor_layout, scale_max=_FP8_V_SCALE_MAX[pv_accum_dtype], smooth_v=smooth_v,
-                head_dim_out=d_pad,
-            )
-            if v_mean is not None:  # [B, H, 1, D_pad] -> v's layout, unpadded
-                v_mean = (v_mean if tensor_layout == "HND" else v_mean.transpose(1, 2))[..., :d]
-            out, lse2 = _ops.qk_int8_sv_f8_attn(
-                q_i8, k_i8, _ops.fp8_v_operand(v_fp8, tensor_layout), v_scale, q_scale, k_scale,
-                tensor_layout=tensor_layout, is_causal=is_causal, qk_quant_gran=qk_quant_gran, qk_scale=1.0,
-                pv_accum_dtype=pv_accum_dtype, output_dtype=q.dtype, return_lse=return_lse,
-            )
+            out, lse2 = _ops.qk_int8_sv_f8_attn(ops.q_i8, ops.k_i8, ops.v, ops.v_scale, ops.q_scale, ops.k_scale,
+                                                **common)
     out = out[..., :d]
-    if v_mean is not None:
-        vm = v_mean.repeat_interleave(hq // hkv, dim=1 if tensor_layout == "HND" else 2)
+    if ops.v_mean is not None:
+        vm = ops.v_mean.repeat_interleave(hq // hkv, dim=1 if tensor_layout == "HND" else 2)
         out = (out.float() + vm).to(q.dtype)
     if not return_lse:
         return out
-    return out, _natural_lse(lse2, q, k_mean, tensor_layout, sm_scale)
+    return out, _natural_lse(lse2, q, ops.k_mean, tensor_layout, sm_scale)
 
 
 def sageattn_qk_int8_pv_fp16_cuda(

@@ -42,7 +42,7 @@ PYPROJECTS = {
 # Host requirements every variant must carry (issue 3 list), beyond python/pip.
 COMMON_HOST = ["setuptools", "pytorch", "pytorch * cuda*", "cuda-cudart-dev",
                "libcublas-dev", "libcusparse-dev", "libcusolver-dev"]
-EXTRA_HOST = {"sageattention": [], "sageattn3": ["cutlass"]}
+EXTRA_HOST = {"sageattention": [], "sageattn3": []}  # sageattn3's kernels are inline PTX: no CUTLASS
 RUN = {"sageattention": ["python", "pytorch * cuda*", "triton"],  # triton: the Triton kernels
        "sageattn3": ["python", "pytorch * cuda*"]}
 

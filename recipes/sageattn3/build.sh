@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build step of recipes/sageattn3/recipe.yaml: the package in sageattention3_blackwell/ of the
-# repository copy ($SRC_DIR); build tools in $BUILD_PREFIX, python/pytorch/CUDA/CUTLASS in $PREFIX.
+# repository copy ($SRC_DIR); build tools in $BUILD_PREFIX, python/pytorch/CUDA in $PREFIX.
 set -euo pipefail
 
 # Set by build.script.env from the generated variants.yaml; fail loudly rather than probe for a GPU
@@ -10,7 +10,6 @@ export TORCH_CUDA_ARCH_LIST MAX_JOBS SAGEATTN_BUILD_CELL
 
 export CUDA_HOME="${BUILD_PREFIX}"  # nvcc comes from cuda-nvcc in the build environment
 # conda-forge's CUDA headers live under targets/x86_64-linux/include (pytorch/pytorch#144690);
-# conda-forge's cutlass installs its headers into $PREFIX/include: no network clone at build time.
 target_include="${PREFIX}/targets/x86_64-linux/include"
 include_dirs="${target_include}:${PREFIX}/include"
 if [[ -d "${target_include}/cccl" ]]; then

@@ -1,0 +1,63 @@
+"""``api._cuda_quantize``: what the public CUDA functions (and the kernel-only benchmark) feed the
+mma.sync ops. Its quantizers are Triton kernels, so this runs on CPU in the interpreter; it checks
+the operands against the reference quantizers in the kernels' groups, not just their shapes.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sageattention import api
+from sageattention._ops import FP8_V_TOKEN_PERMUTATION
+from sageattention.testing.emulation import MMA_BLOCK_K, MMA_BLOCK_Q, MMA_WARP_Q, quant_per_channel_fp8_ref
+from sageattention.testing.reference import quant_per_thread_int8_ref, quant_per_warp_int8_ref
+
+
+def _qkv(device, layout, d, n=70):
+    shape = (1, 2, n, d) if layout == "HND" else (1, n, 2, d)
+    return (torch.randn(shape, device=device, dtype=torch.float16) for _ in range(3))
+
+
+def _assert_int8_within_one_step(got, want):
+    assert got.dtype == torch.int8 and got.shape == want.shape
+    assert (got.to(torch.int16) - want.to(torch.int16)).abs().max() <= 1
+
+
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+@pytest.mark.parametrize("gran", ["per_thread", "per_warp"])
+def test_qk_operands_match_the_reference_groups(layout, gran, device):
+    d = 64
+    q, k, v = _qkv(device, layout, d)
+    ops = api._cuda_quantize(q, k, v, tensor_layout=layout, qk_quant_gran=gran, sm_scale=d**-0.5,
+                             pv_accum_dtype="fp32", smooth_k=True, smooth_v=False, pv="fp16", d=d, d_pad=d)
+    if gran == "per_thread":
+        ref = quant_per_thread_int8_ref(q, k, tensor_layout=layout, fold_sm_scale=True, blkq=MMA_BLOCK_Q,
+                                        warpq=MMA_WARP_Q, blkk=MMA_BLOCK_K, warpk=MMA_BLOCK_K)
+    else:
+        ref = quant_per_warp_int8_ref(q, k, tensor_layout=layout, blkq=MMA_BLOCK_Q, warpq=MMA_WARP_Q,
+                                      blkk=MMA_BLOCK_K)
+    q_i8, q_scale, k_i8, k_scale, k_mean = ref
+    _assert_int8_within_one_step(ops.q_i8, q_i8)
+    _assert_int8_within_one_step(ops.k_i8, k_i8)
+    torch.testing.assert_close(ops.q_scale, q_scale, rtol=1e-6, atol=0)
+    torch.testing.assert_close(ops.k_scale, k_scale, rtol=1e-6, atol=0)
+    assert ops.v.dtype == torch.float16 and ops.v_scale is None and ops.v_mean is None
+
+
+def test_fp8_v_operand_is_token_major_padded_and_permuted(device):
+    d, n = 64, 70
+    q, k, v = _qkv(device, "HND", d, n)
+    ops = api._cuda_quantize(q, k, v, tensor_layout="HND", qk_quant_gran="per_thread", sm_scale=d**-0.5,
+                             pv_accum_dtype="fp32+fp16", smooth_k=True, smooth_v=False, pv="fp8", d=d, d_pad=d)
+    v8, v_scale = quant_per_channel_fp8_ref(v, tensor_layout="HND", scale_max=2.25)
+    n_pad = -(-n // MMA_BLOCK_K) * MMA_BLOCK_K
+    assert ops.v.dtype == torch.float8_e4m3fn and ops.v.shape == (1, 2, d, n_pad)
+    torch.testing.assert_close(ops.v_scale.float().reshape(v_scale.shape), v_scale.float(), rtol=1e-6, atol=0)
+    # Undo the in-group token permutation: operand column g*16 + i holds token g*16 + perm[i].
+    perm = torch.tensor(FP8_V_TOKEN_PERMUTATION, device=ops.v.device)
+    tokens = (torch.arange(n_pad, device=ops.v.device) // 16) * 16 + perm.repeat(n_pad // 16)
+    restored = torch.zeros((1, 2, d, n_pad), dtype=torch.float32, device=ops.v.device)
+    restored[..., tokens] = ops.v.float()
+    torch.testing.assert_close(restored[..., :n], v8.float().transpose(2, 3), rtol=0.0625, atol=2.0**-9)
+    assert (restored[..., n:] == 0).all(), "padding tokens must be zero"
