@@ -39,11 +39,12 @@ EXTENSION_SOURCES = ["csrc/torch_bindings.cpp", "csrc/fused/quant_per_block_int8
 ARCH_GROUPS = {
     "sm80": ["csrc/qattn/qk_int8_sv_f16_attn_sm80.cu"],
     "sm89": ["csrc/qattn/qk_int8_sv_f8_attn_sm89.cu"],
+    "sm90": ["csrc/qattn/qk_int8_sv_f8_attn_sm90.cu"],  # wgmma: 9.0a only
 }
 #: The op each family registers; its arch list goes to ``_build_info.OP_ARCHS`` so ``sageattn``
 #: never picks an op that has no code for the GPU at hand (an sm89-family op built for 8.9 only
 #: cannot run on sm120: SASS runs only within its major version).
-FAMILY_OPS = {"sm80": "qk_int8_sv_f16_attn", "sm89": "qk_int8_sv_f8_attn"}
+FAMILY_OPS = {"sm80": "qk_int8_sv_f16_attn", "sm89": "qk_int8_sv_f8_attn", "sm90": "qk_int8_sv_f8_attn_sm90"}
 HEAD_DIMS = (64, 128)
 
 

@@ -65,6 +65,13 @@ TORCH_LIBRARY(sageattention, m) {
       "qk_int8_sv_f8_attn(Tensor q, Tensor k, Tensor v, Tensor v_scale, Tensor(a!) o, Tensor q_scale, "
       "Tensor k_scale, Tensor(b!)? lse, str tensor_layout, bool is_causal, str qk_quant_gran, "
       "float qk_scale, str pv_accum_dtype) -> ()");
+  // The Hopper (sm_90a, wgmma) kernel of qk_int8_sv_f8_attn: the same arguments and operand
+  // contract; pv_accum_dtype must be "fp32+fp32" (FP8 wgmma per 64-key block from zero, then an
+  // f32 add). Registered only by builds that include 9.0a.
+  m.def(
+      "qk_int8_sv_f8_attn_sm90(Tensor q, Tensor k, Tensor v, Tensor v_scale, Tensor(a!) o, Tensor q_scale, "
+      "Tensor k_scale, Tensor(b!)? lse, str tensor_layout, bool is_causal, str qk_quant_gran, "
+      "float qk_scale, str pv_accum_dtype) -> ()");
 }
 
 // The extension is imported as `sageattention._C`; the import only has to run the registrations.

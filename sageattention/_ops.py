@@ -27,6 +27,7 @@ __all__ = [
     "quant_qk_per_block_int8",
     "qk_int8_sv_f16_attn",
     "qk_int8_sv_f8_attn",
+    "qk_int8_sv_f8_attn_sm90",
     "fp8_v_operand",
     "FP8_V_TOKEN_PERMUTATION",
 ]
@@ -119,6 +120,11 @@ def _register_fakes() -> None:
     @torch.library.register_fake("sageattention::qk_int8_sv_f8_attn")
     def _qk_int8_sv_f8_attn_fake(q, k, v, v_scale, o, q_scale, k_scale, lse, tensor_layout, is_causal,
                                  qk_quant_gran, qk_scale, pv_accum_dtype):
+        return None
+
+    @torch.library.register_fake("sageattention::qk_int8_sv_f8_attn_sm90")
+    def _qk_int8_sv_f8_attn_sm90_fake(q, k, v, v_scale, o, q_scale, k_scale, lse, tensor_layout, is_causal,
+                                      qk_quant_gran, qk_scale, pv_accum_dtype):
         return None
 
 
@@ -380,6 +386,25 @@ def qk_int8_sv_f8_attn(
     _require_ops()
     o, lse = _attn_outputs(q_int8, tensor_layout, output_dtype, return_lse)
     torch.ops.sageattention.qk_int8_sv_f8_attn(
+        q_int8, k_int8, v_operand, v_scale, o, q_scale, k_scale, lse, tensor_layout, is_causal,
+        qk_quant_gran, float(qk_scale), pv_accum_dtype,
+    )
+    return o, lse
+
+
+def qk_int8_sv_f8_attn_sm90(
+    q_int8: torch.Tensor, k_int8: torch.Tensor, v_operand: torch.Tensor, v_scale: torch.Tensor,
+    q_scale: torch.Tensor, k_scale: torch.Tensor, *, tensor_layout: str = "HND", is_causal: bool = False,
+    qk_quant_gran: str = "per_thread", qk_scale: float = 1.0, pv_accum_dtype: str = "fp32+fp32",
+    output_dtype: torch.dtype = torch.float16, return_lse: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The Hopper (sm_90a, wgmma) kernel of :func:`qk_int8_sv_f8_attn`: the same operands and
+    results; ``pv_accum_dtype`` must be ``"fp32+fp32"``. Not reachable from ``sageattn`` until it
+    has been validated on an H100 (issue 6)."""
+    _check_layout(tensor_layout)
+    _require_ops()
+    o, lse = _attn_outputs(q_int8, tensor_layout, output_dtype, return_lse)
+    torch.ops.sageattention.qk_int8_sv_f8_attn_sm90(
         q_int8, k_int8, v_operand, v_scale, o, q_scale, k_scale, lse, tensor_layout, is_causal,
         qk_quant_gran, float(qk_scale), pv_accum_dtype,
     )

@@ -267,10 +267,13 @@ def gencode_flags(archs: list[str]) -> list[str]:
 #: STYLE.md H6). "sm80": INT8 Q·Kᵀ + FP16 P·V, whose sm_80 code also runs on sm86/87/89 (same
 #: major); 8.6 and 8.7 get their own code as upstream does. "sm89": FP8 e4m3 P·V, which needs
 #: sm_89's FP8 mma.sync; also the FP8 path of datacenter and consumer Blackwell (10.x, 11.0,
-#: 12.x; 12.x has no WGMMA). Hopper (9.0) has its own WGMMA kernels and gets neither.
+#: 12.x; 12.x has no WGMMA). Hopper (9.0) has its own WGMMA kernels and gets neither: "sm90"
+#: (wgmma.mma_async), which exists only for the arch-specific target, so only ``9.0a`` entries
+#: are taken (a plain ``9.0`` would compile the kernel to a trap).
 _KERNEL_FAMILY_ARCHS = {
     "sm80": ("8.0", "8.6", "8.7"),
     "sm89": ("8.9", "10.0", "10.3", "11.0", "12.0", "12.1"),
+    "sm90": ("9.0",),
 }
 
 
@@ -291,6 +294,8 @@ def kernel_family_archs(archs: list[str], family: str) -> list[str]:
         return f"{match.group(1)}.{match.group(2)}"
 
     chosen = [a for a in archs if base(a) in _KERNEL_FAMILY_ARCHS[family]]
+    if family == "sm90":
+        chosen = [a for a in chosen if _ARCH_RE.match(a).group(3) == "a"]
     if family == "sm80" and not chosen:
         chosen = [a for a in archs if base(a) == "8.9"]
     return chosen

@@ -241,6 +241,31 @@ def find_cuobjdump(
     return None
 
 
+def find_nvdisasm(
+    cuda_home: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    which: Which = shutil.which,
+    site_dirs: Sequence[Path] | None = None,
+) -> Path | None:
+    """nvdisasm (which ``cuobjdump -sass`` runs) from the toolkit, PATH, the ``nvidia-cuda-nvdisasm``
+    PyPI wheel, or the copy Triton ships in ``triton/backends/nvidia/bin``."""
+    env = os.environ if env is None else env
+    homes = [cuda_home] if cuda_home else []
+    homes += [Path(env[var]) for var in ("CUDA_HOME", "CUDA_PATH") if env.get(var)]
+    for home in homes:
+        candidate = Path(home) / "bin" / "nvdisasm"
+        if candidate.is_file():
+            return candidate
+    found = which("nvdisasm")
+    if found:
+        return Path(found)
+    for base in site_package_dirs() if site_dirs is None else site_dirs:
+        for pattern in ("nvidia/*/bin/nvdisasm", "triton/backends/nvidia/bin/nvdisasm"):
+            for candidate in sorted(Path(base).glob(pattern)):
+                return candidate
+    return None
+
+
 _IOSTREAM_PROBE = "#include <sstream>\nint sageattn_probe(long v) { std::ostringstream s; s << v; return (int)s.str().size(); }\n"
 
 

@@ -60,8 +60,11 @@ def quantize_qk(q, k, layout, gran):
 
 
 def run_and_check(pv, q, k, v, *, layout="HND", causal=False, gran="per_thread", accum, return_lse=True,
-                  kind="randn", check_reference=True):
-    """Run the op on reference-quantized inputs; compare with its emulation, the reference and LSE."""
+                  kind="randn", check_reference=True, fp8_op=None):
+    """Run the op on reference-quantized inputs; compare with its emulation, the reference and LSE.
+
+    ``fp8_op``: the FP8 op's wrapper (default ``_ops.qk_int8_sv_f8_attn``; the sm90 wgmma kernel
+    ``_ops.qk_int8_sv_f8_attn_sm90`` shares its operands, scheme and emulation)."""
     qi, qs, ki, ks, km = quantize_qk(q, k, layout, gran)
     if pv == "fp16":
         v_in = v.half()
@@ -72,9 +75,9 @@ def run_and_check(pv, q, k, v, *, layout="HND", causal=False, gran="per_thread",
                                                       qk_quant_gran=gran, pv_accum_dtype=accum)
     else:
         v8, vs = quant_per_channel_fp8_ref(v, tensor_layout=layout, scale_max=FP8_V_SCALE_MAX[accum])
-        out, lse2 = _ops.qk_int8_sv_f8_attn(qi, ki, _ops.fp8_v_operand(v8, layout), vs, qs, ks, tensor_layout=layout,
-                                            is_causal=causal, qk_quant_gran=gran, pv_accum_dtype=accum,
-                                            output_dtype=q.dtype, return_lse=return_lse)
+        op = fp8_op or _ops.qk_int8_sv_f8_attn
+        out, lse2 = op(qi, ki, _ops.fp8_v_operand(v8, layout), vs, qs, ks, tensor_layout=layout, is_causal=causal,
+                       qk_quant_gran=gran, pv_accum_dtype=accum, output_dtype=q.dtype, return_lse=return_lse)
         emu, emu_lse, key = attn_qk_int8_mma_emulated(qi, ki, v8, qs, ks, vs, tensor_layout=layout, is_causal=causal,
                                                       qk_quant_gran=gran, pv_accum_dtype=accum)
     assert out.shape == q.shape and out.dtype == q.dtype

@@ -201,8 +201,11 @@ def test_kernel_family_archs():
     # The H100 test build: PTX survives the selection.
     assert kernel_family_archs(["8.0+PTX", "8.9+PTX"], "sm80") == ["8.0+PTX"]
     assert kernel_family_archs(["8.0+PTX", "8.9+PTX"], "sm89") == ["8.9+PTX"]
+    assert kernel_family_archs(full, "sm90") == ["9.0a"]
+    assert kernel_family_archs(["9.0", "8.9"], "sm90") == []  # wgmma needs the arch-specific 9.0a
+    assert kernel_family_archs(["8.0", "8.9"], "sm90") == []
     with pytest.raises(ValueError, match="family"):
-        kernel_family_archs(full, "sm90")
+        kernel_family_archs(full, "sm70")
 
 
 def test_generated_instantiations_are_up_to_date():
@@ -210,6 +213,7 @@ def test_generated_instantiations_are_up_to_date():
 
     assert generate_kernels.main(["--check"]) == 0, "run `python -m scripts.generate_kernels`"
     assert len(generate_kernels.sources("sm80")) == 6 and len(generate_kernels.sources("sm89")) == 6
+    assert len(generate_kernels.sources("sm90")) == 2 and len(generate_kernels.sources("sm90", (64,))) == 1
     assert all("_hd128_" in s for s in generate_kernels.sources("sm80", (128,)))
 
 

@@ -1,4 +1,4 @@
-"""Compile-only checks of the mma.sync attention kernels for archs no machine here can run.
+"""Compile-only checks of the attention kernels for archs no machine here can run.
 
 Issue 5 asks for 8.0, 8.6, 8.9 and 12.0 with nvcc 13.0. The kernel templates are torch-free
 (csrc/qattn/qk_int8_attn.cuh), so one generated instantiation per family compiles with plain
@@ -6,6 +6,10 @@ nvcc in seconds; the wheel build (tests/test_build_wheel.py) covers 8.0 with tor
 the object holds SASS for exactly that arch (cuobjdump) and ptxas reports no spills (registers
 are printed in the test log). Marker ``build``: skips without nvcc unless
 ``SAGEATTN_REQUIRE_BUILD_TEST=1`` (CI sets it).
+
+The Hopper wgmma kernel (issue 6) is compiled for ``9.0a`` (``compute_90a``/``sm_90a``), and its
+SASS must show the warpgroup MMAs of both matmuls: ``IGMMA`` (s8 Q·Kᵀ) and ``QGMMA`` (e4m3 P·V),
+as nvcc 13.0 names them (``IGMMA.64x64x32.S8.S8``, ``QGMMA.64x128x32.F32.E4M3.E4M3``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ CASES = [
     ("qk_int8_sv_f16_accum_f32_hd128_sm80.cu", "8.6"),
     ("qk_int8_sv_f8_accum_f32f16_hd128_sm89.cu", "8.9"),
     ("qk_int8_sv_f8_accum_f32f16_hd128_sm89.cu", "12.0"),
+    ("qk_int8_sv_f8_accum_f32f32_hd128_sm90.cu", "9.0a"),
 ]
+SM90_CASES = ["qk_int8_sv_f8_accum_f32f32_hd64_sm90.cu", "qk_int8_sv_f8_accum_f32f32_hd128_sm90.cu"]
 
 pytestmark = pytest.mark.build
 
@@ -60,3 +66,34 @@ def test_instantiation_compiles_without_spills(source, arch, tmp_path, capsys):
     assert all(s == ("0", "0") for s in spills), f"{source} spills on {sm}: {spills}"
     sass, _ = cuobjdump_archs(obj)
     assert sass == {sm}, f"expected SASS for {sm} only, cuobjdump lists {sorted(sass)}"
+
+
+def _compile(nvcc: Path, source: str, arch: str, obj: Path) -> str:
+    sm = "sm_" + arch.replace(".", "")
+    cmd = [str(nvcc), "-c", str(INSTANTIATIONS / source), "-o", str(obj), "-O3", "-std=c++17",
+           f"-gencode=arch=compute_{arch.replace('.', '')},code={sm}", "-Xptxas", "-v"]
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert done.returncode == 0, f"nvcc failed for {arch}:\n{done.stdout[-4000:]}"
+    return done.stdout
+
+
+@pytest.mark.parametrize("source", SM90_CASES)
+def test_sm90_sass_has_warpgroup_mmas(source, tmp_path, capsys):
+    """Both matmuls of the wgmma kernel are warpgroup MMAs in SASS, and ptxas did not serialize them."""
+    nvcc = _nvcc()
+    obj = tmp_path / "kernel.o"
+    log = _compile(nvcc, source, "9.0a", obj)
+    assert "serialized" not in log, f"ptxas serialized the wgmma instructions:\n{log[-2000:]}"
+    assert all(s == ("0", "0") for s in re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log))
+    cuobjdump, nvdisasm = cuda_env.find_cuobjdump(), cuda_env.find_nvdisasm()
+    if cuobjdump is None or nvdisasm is None:
+        pytest.skip(f"cuobjdump -sass needs cuobjdump ({cuobjdump}) and nvdisasm ({nvdisasm})")
+    env = dict(os.environ, NVDISASM_PATH=str(nvdisasm.parent), PATH=f"{nvdisasm.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    done = subprocess.run([str(cuobjdump), "-sass", str(obj)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, env=env)
+    assert done.returncode == 0, done.stdout[-2000:]
+    names = sorted(set(re.findall(r"\b([A-Z]GMMA\.[0-9x]+\.[A-Z0-9.]+)", done.stdout)))
+    with capsys.disabled():
+        print(f"\n{source} sm_90a warpgroup MMAs: {names}", flush=True)
+    assert any(n.startswith("IGMMA.") and n.endswith("S8.S8") for n in names), f"no s8 IGMMA in SASS: {names}"
+    assert any(n.startswith("QGMMA.") and "E4M3.E4M3" in n for n in names), f"no e4m3 QGMMA in SASS: {names}"

@@ -1,0 +1,218 @@
+"""CUDA wgmma kernel (Hopper, sm_90a): INT8 Q·Kᵀ + FP8 e4m3 P·V (``sageattention::qk_int8_sv_f8_attn_sm90``).
+
+GPU tests (skip without a GPU or without the op in the build: it is compiled only for ``9.0a``).
+The op shares operands, scheme and emulation with ``qk_int8_sv_f8_attn`` ("fp32+fp32", 64-key
+blocks), so the same yardsticks apply (tests/_qattn_cuda.py). It is not reachable from
+``sageattn`` yet (issue 6): these tests call it through ``_ops``.
+
+When a case fails, run the two diagnostics first (``-k diagnostic``): the uniform-P one checks the
+Vᵀ descriptor alone, the identity-V one reads P back and checks the Q·Kᵀ wgmma, the S accumulator
+layout and the P -> A-fragment packing with the V token permutation.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sageattention import _ops
+from sageattention.testing.emulation import attn_qk_int8_mma_emulated, quant_per_channel_fp8_ref
+
+from _qattn_cuda import FP8_V_SCALE_MAX, make_qkv, quantize_qk, require_op, run_and_check
+
+pytestmark = pytest.mark.gpu
+OP = "qk_int8_sv_f8_attn_sm90"
+ACCUM = "fp32+fp32"
+
+
+@pytest.fixture(autouse=True)
+def _needs_op():
+    require_op(OP)
+
+
+def _run(q, k, v, **kw):
+    kw.setdefault("accum", ACCUM)
+    return run_and_check("fp8", q, k, v, fp8_op=_ops.qk_int8_sv_f8_attn_sm90, **kw)
+
+
+# ---- diagnostics: one wgmma operand at a time ------------------------------------------------
+
+
+@pytest.mark.parametrize("d", [64, 128])
+def test_diagnostic_uniform_p_reads_v_through_its_descriptor(d):
+    """All keys equal -> P uniform per row -> O = mean of V over tokens (per channel), whatever the
+    token order: a wrong Vᵀ descriptor (LBO/SBO, core-matrix layout) breaks this, P packing cannot."""
+    lk = 192
+    q, _, v = make_qkv(b=1, hq=1, hkv=1, lq=128, lk=lk, d=d)
+    k = torch.randn(1, 1, 1, d, device="cuda").expand(1, 1, lk, d).contiguous().half()
+    qi, qs, ki, ks, _ = quantize_qk(q, k, "HND", "per_thread")
+    v8, vs = quant_per_channel_fp8_ref(v, tensor_layout="HND", scale_max=FP8_V_SCALE_MAX[ACCUM])
+    out, _ = _ops.qk_int8_sv_f8_attn_sm90(qi, ki, _ops.fp8_v_operand(v8, "HND"), vs, qs, ks)
+    expect = (v8.float() * vs[:, :, None, :]).mean(dim=2, keepdim=True).expand_as(out)
+    err = (out.float() - expect).abs().max().item()
+    assert err <= 2e-2, f"uniform P: max |O - mean(V)| = {err:.3e}; per-channel error {(out.float() - expect).abs().amax(dim=2)}"
+
+
+@pytest.mark.parametrize("d", [64, 128])
+def test_diagnostic_identity_v_reads_p_back(d):
+    """L_k = 64 keys and V = I (channel c = key c, c < 64): O[i, j] = P[i, j] / l_i, the softmax row
+    itself. Compared with the emulation, a mismatch pattern shows whether S (Q·Kᵀ wgmma, B = K
+    descriptor, accumulator layout) or the P -> e4m3 A-fragment / V token permutation is wrong."""
+    lq, lk = 128, 64
+    q, k, _ = make_qkv(b=1, hq=1, hkv=1, lq=lq, lk=lk, d=d)
+    v = torch.zeros(1, 1, lk, d, device="cuda", dtype=torch.float16)
+    v[0, 0, torch.arange(lk), torch.arange(lk)] = 1.0
+    qi, qs, ki, ks, _ = quantize_qk(q, k, "HND", "per_thread")
+    v8, vs = quant_per_channel_fp8_ref(v, tensor_layout="HND", scale_max=FP8_V_SCALE_MAX[ACCUM])
+    out, _ = _ops.qk_int8_sv_f8_attn_sm90(qi, ki, _ops.fp8_v_operand(v8, "HND"), vs, qs, ks)
+    emu, _, _ = attn_qk_int8_mma_emulated(qi, ki, v8, qs, ks, vs, tensor_layout="HND", pv_accum_dtype=ACCUM)
+    p_kernel, p_emu = out.float()[0, 0, :, :lk], emu.float()[0, 0, :, :lk]
+    bad = ((p_kernel - p_emu).abs() > 2e-3 + 2e-2 * p_emu.abs()).nonzero()
+    assert bad.numel() == 0, (
+        f"P read back through V = I differs at {bad.shape[0]} (row, key) entries, first {bad[:16].tolist()}; "
+        f"rows wrong in all keys -> S / Q fragment, keys wrong in groups of 16 -> P packing / V permutation"
+    )
+    if d > lk:
+        assert out[0, 0, :, lk:].abs().max().item() == 0.0, "channels past the identity must stay 0"
+
+
+# ---- lengths, masks, layouts, GQA ----------------------------------------------------------
+
+
+LENGTHS = [(1, 1), (17, 17), (64, 64), (65, 65), (130, 130), (17, 130), (130, 17), (300, 1000), (1000, 300)]
+
+
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lq,lk", LENGTHS)
+def test_lengths_and_causal(lq, lk, causal, d):
+    q, k, v = make_qkv(lq=lq, lk=lk, d=d)
+    _run(q, k, v, causal=causal, check_reference=lk >= 130)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("gran", ["per_thread", "per_warp"])
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+@pytest.mark.parametrize("d", [64, 128])
+def test_layouts_granularities_dtypes(d, layout, gran, dtype):
+    q, k, v = make_qkv(b=2, hq=4, hkv=4, lq=200, lk=333, d=d, layout=layout, dtype=dtype)
+    _run(q, k, v, layout=layout, gran=gran, causal=True)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_gqa_8_to_1(causal):
+    q, k, v = make_qkv(b=2, hq=16, hkv=2, lq=257, lk=257, d=128)
+    _run(q, k, v, causal=causal)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_real_size_vs_emulation(causal):
+    q, k, v = make_qkv(b=2, hq=8, hkv=8, lq=2048, lk=2048, d=128, dtype=torch.bfloat16)
+    _run(q, k, v, causal=causal)
+
+
+@pytest.mark.parametrize("k_bias", [0.0, 4.0], ids=["randn", "channel-biased-k"])
+def test_accuracy_at_4k(k_bias):
+    """hd128, L = 4096: the FP8 scheme's floors (TOLERANCES), as for the sm89 kernel."""
+    q, k, v = make_qkv(b=1, hq=8, hkv=8, lq=4096, lk=4096, d=128, dtype=torch.bfloat16, k_bias=k_bias)
+    _run(q, k, v, kind="biased_k" if k_bias else "randn", return_lse=False)
+
+
+def test_outliers_stay_finite():
+    q, k, v = make_qkv(b=1, hq=2, hkv=2, lq=512, lk=512, d=128, k_bias=20.0)
+    for t in (q, k, v):
+        t[torch.rand(t.shape, device="cuda") < 0.002] = 1e4
+    qi, qs, ki, ks, _ = quantize_qk(q, k, "HND", "per_thread")
+    v8, vs = quant_per_channel_fp8_ref(v, tensor_layout="HND", scale_max=FP8_V_SCALE_MAX[ACCUM])
+    out, lse = _ops.qk_int8_sv_f8_attn_sm90(qi, ki, _ops.fp8_v_operand(v8, "HND"), vs, qs, ks, return_lse=True)
+    assert torch.isfinite(out).all() and torch.isfinite(lse).all()
+
+
+def test_production_quantizers_match_the_sm89_kernel():
+    """api._cuda_quantize (the Triton quantizers the public functions use) feeds this op unchanged;
+    where the build also has the sm89 op (an "8.9+PTX" build on the H100) both kernels agree."""
+    from sageattention import api
+
+    q, k, v = make_qkv(b=2, hq=8, hkv=2, lq=777, lk=1100, d=128, dtype=torch.bfloat16)
+    ops = api._cuda_quantize(q, k, v, tensor_layout="HND", qk_quant_gran="per_thread", sm_scale=128 ** -0.5,
+                             pv_accum_dtype=ACCUM, smooth_k=True, smooth_v=False, pv="fp8", d=128, d_pad=128)
+    args = (ops.q_i8, ops.k_i8, ops.v, ops.v_scale, ops.q_scale, ops.k_scale)
+    out, lse = _ops.qk_int8_sv_f8_attn_sm90(*args, is_causal=True, output_dtype=q.dtype, return_lse=True)
+    assert torch.isfinite(out).all()
+    from sageattention import _support
+
+    if "qk_int8_sv_f8_attn" in _support.built_cuda_ops():
+        ref, ref_lse = _ops.qk_int8_sv_f8_attn(*args, is_causal=True, output_dtype=q.dtype, return_lse=True,
+                                               pv_accum_dtype=ACCUM)
+        err = ((out.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
+        assert err <= 2e-2, f"sm90 vs sm89 kernel: max rel err {err:.3e}"
+        assert (lse - ref_lse).abs().max().item() <= 1e-3
+
+
+# ---- registration and bad input --------------------------------------------------------------
+
+
+def _op_args(layout="HND", return_lse=True, accum=ACCUM, d=64):
+    q, k, v = make_qkv(b=1, hq=4, hkv=2, lq=100, lk=90, d=d, layout=layout)
+    qi, qs, ki, ks, _ = quantize_qk(q, k, layout, "per_thread")
+    v8, vs = quant_per_channel_fp8_ref(v, tensor_layout=layout, scale_max=FP8_V_SCALE_MAX[accum])
+    o = torch.empty(q.shape, dtype=torch.float16, device="cuda")
+    lse = torch.empty((1, 4, 100), dtype=torch.float32, device="cuda") if return_lse else None
+    return [qi, ki, _ops.fp8_v_operand(v8, layout), vs, o, qs, ks, lse, layout, False, "per_thread", 1.0, accum]
+
+
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+@pytest.mark.parametrize("return_lse", [True, False])
+def test_opcheck(layout, return_lse):
+    """opcheck without test_schema (torch.allclose has no float8_e4m3fn kernel; see
+    test_qk_int8_sv_f8_attn_cuda.py::test_opcheck), plus that check done by hand on the bytes."""
+    op = torch.ops.sageattention.qk_int8_sv_f8_attn_sm90.default
+    args = _op_args(layout, return_lse)
+    torch.library.opcheck(op, tuple(args),
+                          test_utils=("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"))
+    raw = [a.view(torch.uint8) if isinstance(a, torch.Tensor) and a.dtype == torch.float8_e4m3fn else a
+           for a in args]
+    before = [a.clone() if isinstance(a, torch.Tensor) else a for a in raw]
+    mutated = {i for i, arg in enumerate(op._schema.arguments) if arg.alias_info is not None and arg.alias_info.is_write}
+    assert mutated, "the schema annotates no output as mutated"
+    for t in (args[i] for i in mutated if isinstance(args[i], torch.Tensor)):
+        t.fill_(float("nan"))
+    op(*args)
+    for i, (now, old) in enumerate(zip(raw, before)):
+        if not isinstance(now, torch.Tensor):
+            continue
+        if i in mutated:
+            assert torch.isfinite(args[i]).all(), f"output argument {op._schema.arguments[i].name} not fully written"
+        else:
+            assert torch.equal(now, old), f"input argument {op._schema.arguments[i].name} was modified"
+
+
+@pytest.mark.parametrize(
+    "index,bad,message",
+    [
+        (0, lambda t: t.float(), "q must be"),
+        (2, lambda t: t.view(torch.uint8), "v must be"),
+        (2, lambda t: t[..., :-16], "v must be the"),
+        (3, lambda t: t[:, :, :-1], "v_scale must have shape"),
+        (4, lambda t: t.float(), "o must be"),
+        (5, lambda t: t[:, :, :-1], "q_scale must have shape"),
+        (6, lambda t: t[:, :, :-1], "k_scale must have shape"),
+        (12, lambda t: "fp32+fp16", "pv_accum_dtype"),
+    ],
+)
+def test_the_op_rejects_bad_input(index, bad, message):
+    args = _op_args()
+    args[index] = bad(args[index])
+    with pytest.raises(RuntimeError, match=message):
+        torch.ops.sageattention.qk_int8_sv_f8_attn_sm90(*args)
+
+
+def test_public_entry_point_stays_unreachable():
+    """Issue 6, first increment: untested GPU code must not be reachable from sageattn."""
+    import sageattention
+    from sageattention import _support
+
+    assert _support.VARIANTS["sageattn_qk_int8_pv_fp8_cuda_sm90"].has_python_binding is False
+    q, k, v = make_qkv()
+    with pytest.raises(RuntimeError):
+        sageattention.sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v)
