@@ -33,7 +33,12 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # `scripts` (arch lists, header discovery) lives beside this file
     sys.path.insert(0, str(ROOT))
 VERSION = "2.2.0"
-EXTENSION_SOURCES = ["csrc/torch_bindings.cpp", "csrc/fused/quant_per_block_int8.cu"]
+EXTENSION_SOURCES = [
+    "csrc/torch_bindings.cpp",
+    "csrc/fused/quant_per_block_int8.cu",
+    "csrc/fused/quant_per_thread_int8.cu",
+    "csrc/fused/quant_v_fp8_operand.cu",
+]
 #: Sources compiled only for the archs of one kernel family (see scripts.cuda_archs), besides the
 #: generated per-head-dim instantiations of that family (scripts/generate_kernels.py).
 ARCH_GROUPS = {

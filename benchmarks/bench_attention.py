@@ -268,7 +268,62 @@ def quant_impls() -> list:
     return [
         common.Impl("quant_per_block_int8", "quant", prepare_qk, check=common.check_qk_quantizers),
         common.Impl("quant_per_channel_fp8", "quant", prepare_v, check=common.check_v_quantizer),
+        *(mma_operands_impl(backend) for backend in MMA_QUANT_BACKENDS),
     ]
+
+
+#: Row name -> quantization_backend of api._cuda_quantize: every input of the FP8 mma.sync op
+#: (per-thread Q/K with the K mean, V to the permuted FP8 operand), Triton kernels + PyTorch
+#: transposes vs the fused CUDA quantizers.
+MMA_QUANT_BACKENDS = {"mma_operands_triton": "triton", "mma_operands_cuda": "cuda"}
+
+
+def mma_operands_impl(name: str):
+    """``api._cuda_quantize`` for ``qk_int8_sv_f8_attn`` timed alone, with one backend."""
+    from benchmarks import common
+
+    backend = MMA_QUANT_BACKENDS[name]
+
+    def quantize(q, k, v, shape, which):
+        from sageattention import api
+
+        d = shape.head_dim
+        return api._cuda_quantize(
+            q, k, v, tensor_layout="HND", qk_quant_gran="per_thread", sm_scale=d**-0.5, pv_accum_dtype="fp32+fp16",
+            smooth_k=True, smooth_v=False, pv="fp8", d=d, d_pad=d, quantization_backend=which,
+        )
+
+    def prepare(q, k, v, shape):
+        if backend == "cuda":
+            _require_cuda_ops()
+            from sageattention import _support
+
+            missing = set(_support.CUDA_MMA_QUANT_OPS) - _support.built_cuda_ops()
+            if missing:
+                raise common.ImplUnavailable(f"this build has no CUDA kernel for {sorted(missing)}")
+        return lambda: quantize(q, k, v, shape, backend)
+
+    def check(result, q, k, v, shape):
+        # Against the Triton backend, the path the CUDA one replaces: same bytes except K codes, whose
+        # mean is summed in another order (one step at most).
+        want = quantize(q, k, v, shape, "triton")
+        if not (torch_equal(result.q_i8, want.q_i8) and torch_equal(result.q_scale, want.q_scale)
+                and torch_equal(result.v.view_as(want.v), want.v) and torch_equal(result.v_scale, want.v_scale)):
+            raise common.VerificationError(f"{name}: Q or V operands differ from the Triton backend")
+        if (result.k_i8.int() - want.k_i8.int()).abs().max().item() > 1:
+            raise common.VerificationError(f"{name}: K codes differ from the Triton backend by more than one step")
+        return None
+
+    return common.Impl(name, "quant", prepare, check=check, needs_cuda=backend == "cuda")
+
+
+def torch_equal(a, b) -> bool:
+    """Bytewise equality (float8 tensors have no torch.equal kernel on every torch)."""
+    import torch
+
+    if a.dtype == torch.float8_e4m3fn:
+        a, b = a.view(torch.uint8), b.view(torch.uint8)
+    return a.shape == b.shape and bool(torch.equal(a, b))
 
 
 def default_registry() -> dict:

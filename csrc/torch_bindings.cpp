@@ -33,6 +33,36 @@ TORCH_LIBRARY(sageattention, m) {
   //   mean  [B, H, 1, D] float32                                             (written)
   m.def("mean_over_tokens(Tensor x, Tensor(a!) mean, str tensor_layout) -> ()");
 
+  // Per-thread / per-warp INT8 quantization in the mma.sync fragment groups (algorithm notes
+  // §2.3.2; contract: quant_int8_slab_groups in sageattention/testing/reference.py). Tokens are cut
+  // into slabs of `warp` rows; row r of slab s belongs to group s * G + (r mod 8) / (8 / G),
+  // G = groups_per_warp (8: per-thread Q, 4: per-thread K, 1: per-warp). Per group, the math of
+  // quant_per_block_int8.
+  //   x        [B, H, L, D] ("HND") or [B, L, H, D] ("NHD"), fp16/bf16, last dim contiguous
+  //   x_int8   x's shape and layout with last dim D_out >= D (zeros past D), int8   (written)
+  //   scale    [B, H, ceil(L / block) * (block / warp) * G] float32, padding groups 0 (written)
+  //   mean     optional [B, H, 1, D] float32, subtracted before scaling (K smoothing)
+  //   block, warp  tile rows (128 / 64) and slab rows (16 for Q, 64 for K); warp % 8 == 0,
+  //            block % warp == 0
+  m.def(
+      "quant_per_thread_int8(Tensor x, Tensor(a!) x_int8, Tensor(b!) scale, Tensor? mean, "
+      "float pre_scale, int block, int warp, int groups_per_warp, str tensor_layout) -> ()");
+
+  // V -> the FP8 e4m3 operand of qk_int8_sv_f8_attn (below), per-channel scale, optional V
+  // smoothing (algorithm notes §2.3.4, §2.3.6; the bytes of the Triton quant_per_channel_fp8
+  // followed by sageattention._ops.fp8_v_operand). Per (batch, head, channel) over all tokens:
+  // scale = absmax(v - mean) / scale_max, v_fp8 = e4m3(clamp((v - mean) / scale, ±scale_max)).
+  //   v          [B, H, L, D] ("HND") or [B, L, H, D] ("NHD"), fp16/bf16, last dim contiguous
+  //   v_operand  [B, H, D_out, ceil(L / 64) * 64] float8_e4m3fn contiguous, D_out >= D: tokens
+  //              contiguous, zero past L and past D, permuted in 16-token groups  (written)
+  //   v_scale    [B, H, D_out] float32 contiguous (0 past D)                       (written)
+  //   v_mean     optional [B, H, 1, D_out] float32 contiguous: given = smooth_v; the mean
+  //              over tokens is subtracted and written here (0 past D)             (written)
+  //   scale_max  in (0, 448]: 448 for FP32-accumulated P·V, 2.25 for SageAttention2++
+  m.def(
+      "quant_v_fp8_operand(Tensor v, Tensor(a!) v_operand, Tensor(b!) v_scale, Tensor(c!)? v_mean, "
+      "float scale_max, str tensor_layout) -> ()");
+
   // Attention with INT8 Q·Kᵀ and FP16 P·V (SageAttention2, mma.sync; csrc/qattn/, built for sm80-sm87,
   // algorithm notes §2.3). Scores are S = (q·k) · q_scale · k_scale · qk_scale in the log2 domain
   // (qk_scale = sm_scale · log2(e), or 1 when the quantizer folded it into q); the softmax uses exp2.

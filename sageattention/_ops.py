@@ -25,6 +25,8 @@ __all__ = [
     "quant_per_block_int8",
     "mean_over_tokens",
     "quant_qk_per_block_int8",
+    "quant_per_thread_int8",
+    "quant_v_fp8_operand",
     "qk_int8_sv_f16_attn",
     "qk_int8_sv_f8_attn",
     "qk_int8_sv_f8_attn_sm90",
@@ -110,6 +112,15 @@ def _register_fakes() -> None:
 
     @torch.library.register_fake("sageattention::mean_over_tokens")
     def _mean_over_tokens_fake(x, mean, tensor_layout):
+        return None
+
+    @torch.library.register_fake("sageattention::quant_per_thread_int8")
+    def _quant_per_thread_int8_fake(x, x_int8, scale, mean, pre_scale, block, warp, groups_per_warp,
+                                    tensor_layout):
+        return None
+
+    @torch.library.register_fake("sageattention::quant_v_fp8_operand")
+    def _quant_v_fp8_operand_fake(v, v_operand, v_scale, v_mean, scale_max, tensor_layout):
         return None
 
     @torch.library.register_fake("sageattention::qk_int8_sv_f16_attn")
@@ -313,6 +324,142 @@ def quant_qk_per_block_int8(
     )
     k_int8, k_scale = quant_per_block_int8(k, blkk, mean=used_mean, tensor_layout=tensor_layout)
     return q_int8, q_scale, k_int8, k_scale, k_mean
+
+
+def _check_int(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+
+
+def _head_dim_out(x: torch.Tensor, head_dim_out: int | None) -> int:
+    d = x.shape[-1]
+    if head_dim_out is None:
+        return d
+    _check_int(head_dim_out, "head_dim_out")
+    if not d <= head_dim_out <= _MAX_HEAD_DIM:
+        raise ValueError(f"head_dim_out must be in [{d} (the input head dim), {_MAX_HEAD_DIM}], got {head_dim_out}")
+    return head_dim_out
+
+
+def quant_per_thread_int8(
+    x: torch.Tensor,
+    *,
+    block: int,
+    warp: int,
+    groups_per_warp: int,
+    pre_scale: float = 1.0,
+    mean: torch.Tensor | None = None,
+    tensor_layout: str = "HND",
+    head_dim_out: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-thread / per-warp INT8 in the mma.sync fragment groups (CUDA twin of
+    ``triton.quant_per_thread_int8.quant_per_thread_int8``, same arguments and results).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``[B, H, L, D]`` ("HND") or ``[B, L, H, D]`` ("NHD"), float16/bfloat16, CUDA, any strides
+        with a contiguous last dim, ``D <= 256``.
+    block, warp : int
+        Tile rows (128 for Q, 64 for K) and slab rows (16 for Q, 64 for K); ``warp % 8 == 0``,
+        ``block % warp == 0``.
+    groups_per_warp : {8, 4, 2, 1}
+        Row ``r`` of a slab belongs to group ``(r mod 8) // (8 / groups_per_warp)``: 8 per-thread Q,
+        4 per-thread K, 1 per-warp.
+    pre_scale : float
+        Factor applied after the mean subtraction (``sm_scale * log2(e)`` for Q).
+    mean : torch.Tensor, optional
+        ``[B, H, 1, D]`` float32 per-channel mean subtracted first (K smoothing).
+    head_dim_out : int, optional
+        Last dim of the output (>= D, zeros past D); default D.
+
+    Returns
+    -------
+    x_int8 : torch.Tensor
+        int8, x's layout (contiguous), last dim ``head_dim_out``.
+    scale : torch.Tensor
+        float32 ``[B, H, ceil(L / block) * (block / warp) * groups_per_warp]``; 0 for all-zero and
+        padding groups.
+    """
+    _check_layout(tensor_layout)
+    _check_input(x, "x")
+    for value, name in ((block, "block"), (warp, "warp"), (groups_per_warp, "groups_per_warp")):
+        _check_int(value, name)
+    if not 8 <= warp <= _MAX_BLOCK_SIZE or warp % 8:
+        raise ValueError(f"warp must be a multiple of 8 in [8, {_MAX_BLOCK_SIZE}], got {warp}")
+    if block < warp or block % warp:
+        raise ValueError(f"block must be a multiple of warp ({warp}), got {block}")
+    if groups_per_warp not in (1, 2, 4, 8):
+        raise ValueError(f"groups_per_warp must be 1, 2, 4 or 8, got {groups_per_warp}")
+    if not math.isfinite(float(pre_scale)):
+        raise ValueError(f"pre_scale must be finite, got {pre_scale}")
+    if mean is not None:
+        _check_mean(mean, x, tensor_layout, "mean")
+    d_out = _head_dim_out(x, head_dim_out)
+    _require_ops()
+    b, h, n, _ = _bhld(x, tensor_layout)
+    x_int8 = torch.empty(tuple(x.shape[:-1]) + (d_out,), dtype=torch.int8, device=x.device)
+    slabs = math.ceil(n / block) * (block // warp)
+    scale = torch.empty((b, h, slabs * groups_per_warp), dtype=torch.float32, device=x.device)
+    torch.ops.sageattention.quant_per_thread_int8(
+        x, x_int8, scale, mean, float(pre_scale), block, warp, groups_per_warp, tensor_layout
+    )
+    return x_int8, scale
+
+
+_E4M3_MAX = 448.0
+
+
+def quant_v_fp8_operand(
+    v: torch.Tensor,
+    *,
+    scale_max: float = _E4M3_MAX,
+    smooth_v: bool = False,
+    tensor_layout: str = "HND",
+    head_dim_out: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """V -> the FP8 operand of :func:`qk_int8_sv_f8_attn` in one call (CUDA): the bytes of
+    ``triton.quant_per_channel_fp8.quant_per_channel_fp8`` followed by :func:`fp8_v_operand`.
+
+    Parameters
+    ----------
+    v : torch.Tensor
+        ``[B, H, L, D]`` ("HND") or ``[B, L, H, D]`` ("NHD"), float16/bfloat16, CUDA, any strides
+        with a contiguous last dim, ``D <= 256``.
+    scale_max : float
+        e4m3 value the channel absmax maps to, in (0, 448]: 448 or 2.25 (SageAttention2++).
+    smooth_v : bool
+        Subtract the per-channel mean over tokens first (returned; the caller adds it back).
+    head_dim_out : int, optional
+        Channels of the operand (>= D; zero bytes and scale 0 past D); default D.
+
+    Returns
+    -------
+    v_operand : torch.Tensor
+        float8_e4m3fn ``[B, H, head_dim_out, ceil(L / 64) * 64]``, tokens contiguous, zero past L,
+        permuted in 16-token groups by :data:`FP8_V_TOKEN_PERMUTATION`.
+    v_scale : torch.Tensor
+        float32 ``[B, H, head_dim_out]``.
+    v_mean : torch.Tensor or None
+        float32 ``[B, H, 1, head_dim_out]`` with ``smooth_v``, else None.
+    """
+    _check_layout(tensor_layout)
+    _check_input(v, "v")
+    if not isinstance(smooth_v, bool):
+        raise TypeError(f"smooth_v must be a bool, got {type(smooth_v).__name__}")
+    if isinstance(scale_max, bool) or not isinstance(scale_max, (int, float)):
+        raise TypeError(f"scale_max must be a float, got {type(scale_max).__name__}")
+    if not 0.0 < float(scale_max) <= _E4M3_MAX:
+        raise ValueError(f"scale_max must be in (0, {_E4M3_MAX}], got {scale_max}")
+    d_out = _head_dim_out(v, head_dim_out)
+    _require_ops()
+    b, h, n, _ = _bhld(v, tensor_layout)
+    n_pad = -(-n // _ATTN_BLOCK_K) * _ATTN_BLOCK_K
+    v_operand = torch.empty((b, h, d_out, n_pad), dtype=torch.float8_e4m3fn, device=v.device)
+    v_scale = torch.empty((b, h, d_out), dtype=torch.float32, device=v.device)
+    v_mean = torch.empty((b, h, 1, d_out), dtype=torch.float32, device=v.device) if smooth_v else None
+    torch.ops.sageattention.quant_v_fp8_operand(v, v_operand, v_scale, v_mean, float(scale_max), tensor_layout)
+    return v_operand, v_scale, v_mean
 
 
 # ---- attention (csrc/qattn/) -------------------------------------------------------------------

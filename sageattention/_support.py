@@ -240,11 +240,14 @@ def select_kernel(
 
 #: Non-attention ops of ``sageattention._C`` the API can use (``quantization_backend="cuda"``).
 CUDA_HELPER_OPS = ("quant_per_block_int8", "mean_over_tokens")
+#: The fused quantizers of the mma.sync attention ops (api._cuda_quantize with
+#: quantization_backend="cuda"; K smoothing also uses mean_over_tokens).
+CUDA_MMA_QUANT_OPS = ("quant_per_thread_int8", "quant_v_fp8_operand", "mean_over_tokens")
 
 
 def built_cuda_ops() -> frozenset[str]:
-    """Ops of ``VARIANTS`` and ``CUDA_HELPER_OPS`` present in the compiled ``sageattention._C``
-    (empty without it)."""
+    """Ops of ``VARIANTS``, ``CUDA_HELPER_OPS`` and ``CUDA_MMA_QUANT_OPS`` present in the compiled
+    ``sageattention._C`` (empty without it)."""
     try:
         from . import _ops
     except ImportError:
@@ -253,7 +256,7 @@ def built_cuda_ops() -> frozenset[str]:
         return frozenset()
     import torch
 
-    names = {v.cuda_op for v in VARIANTS.values() if v.cuda_op} | set(CUDA_HELPER_OPS)
+    names = {v.cuda_op for v in VARIANTS.values() if v.cuda_op} | set(CUDA_HELPER_OPS) | set(CUDA_MMA_QUANT_OPS)
     # Every schema is defined whatever the build (csrc/torch_bindings.cpp); an op is built when a
     # CUDA kernel is registered for it (its arch family was in the build's arch list).
     has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key

@@ -553,10 +553,26 @@ class _CudaOperands:
     v_mean: torch.Tensor | None  # smooth_v: added back to the output, in v's layout, unpadded
 
 
+#: Which quantizers feed the mma.sync ops: "triton" (sageattention/triton/) or "cuda" (the fused
+#: kernels of csrc/fused/: quant_per_thread_int8, quant_v_fp8_operand). "triton" until the CUDA
+#: quantizers have passed tests/test_quant_per_thread_int8_cuda.py and
+#: tests/test_quant_v_fp8_operand_cuda.py on a GPU.
+_CUDA_QUANTIZATION_BACKEND = "triton"
+
+
 def _cuda_quantize(q, k, v, *, tensor_layout, qk_quant_gran, sm_scale, pv_accum_dtype, smooth_k, smooth_v, pv, d,
-                   d_pad) -> _CudaOperands:
-    """Quantize for the mma.sync kernels with the Triton quantizers (per-thread/per-warp groups of
-    the mma layout). Shared by the public functions and the kernel-only benchmark."""
+                   d_pad, quantization_backend=None) -> _CudaOperands:
+    """Quantize for the mma.sync kernels (per-thread/per-warp groups of the mma layout) with the
+    Triton or the CUDA quantizers (``quantization_backend``, default :data:`_CUDA_QUANTIZATION_BACKEND`);
+    both give the same bytes except where the K/V means' summation order differs. Shared by the
+    public functions and the kernel-only benchmark."""
+    backend = _CUDA_QUANTIZATION_BACKEND if quantization_backend is None else quantization_backend
+    if backend not in ("triton", "cuda"):
+        raise ValueError(f"quantization_backend must be 'triton' or 'cuda', got {backend!r}")
+    if backend == "cuda":
+        return _cuda_quantize_fused(q, k, v, tensor_layout=tensor_layout, qk_quant_gran=qk_quant_gran,
+                                    sm_scale=sm_scale, pv_accum_dtype=pv_accum_dtype, smooth_k=smooth_k,
+                                    smooth_v=smooth_v, pv=pv, d=d, d_pad=d_pad)
     from . import _ops
     from .triton.quant_per_block_int8 import mean_over_tokens, quant_per_block_int8
     from .triton.quant_per_thread_int8 import quant_per_thread_int8, quant_per_warp_int8
@@ -581,22 +597,59 @@ def _cuda_quantize(q, k, v, *, tensor_layout, qk_quant_gran, sm_scale, pv_accum_
             k, block_size=_CUDA_BLOCK_K, mean=k_mean, tensor_layout=tensor_layout, head_dim_out=d_pad
         )
     if pv == "fp16":
-        v_mean = None
-        if smooth_v:
-            # Rows of P sum to 1, so O(V) = O(V - v̄) + v̄ (notes §2.3.6).
-            v_mean = v.float().mean(dim=2 if tensor_layout == "HND" else 1, keepdim=True)
-            v = (v.float() - v_mean).to(v.dtype)
-        return _CudaOperands(q_i8, q_scale, k_i8, k_scale, _aligned16(_prepare_v(v, d_pad)), None, k_mean, v_mean)
+        return _fp16_v_operands(q_i8, q_scale, k_i8, k_scale, v, k_mean, tensor_layout, smooth_v, d_pad)
     from .triton.quant_per_channel_fp8 import quant_per_channel_fp8
 
     v_fp8, v_scale, v_mean = quant_per_channel_fp8(
         v, tensor_layout=tensor_layout, scale_max=_FP8_V_SCALE_MAX[pv_accum_dtype], smooth_v=smooth_v,
         head_dim_out=d_pad,
     )
-    if v_mean is not None:  # [B, H, 1, D_pad] -> v's layout, unpadded
-        v_mean = (v_mean if tensor_layout == "HND" else v_mean.transpose(1, 2))[..., :d]
     return _CudaOperands(q_i8, q_scale, k_i8, k_scale, _ops.fp8_v_operand(v_fp8, tensor_layout), v_scale, k_mean,
-                         v_mean)
+                         _v_mean_in_layout(v_mean, tensor_layout, d))
+
+
+def _cuda_quantize_fused(q, k, v, *, tensor_layout, qk_quant_gran, sm_scale, pv_accum_dtype, smooth_k, smooth_v,
+                         pv, d, d_pad) -> _CudaOperands:
+    """:func:`_cuda_quantize` with the CUDA quantizers: one kernel per Q/K tensor, two for V
+    (channel statistics, then quantize + transpose + permute into the FP8 operand)."""
+    from . import _ops
+
+    k_mean = _ops.mean_over_tokens(k, tensor_layout=tensor_layout) if smooth_k else None
+    pre = sm_scale * LOG2E  # folded into Q's scale: the kernel's scores are then in log2 units
+    # per_thread: 8 Q groups per 16-row slab, 4 K groups per 64 keys; per_warp: one group each.
+    q_groups, k_groups = (8, 4) if qk_quant_gran == "per_thread" else (1, 1)
+    q_i8, q_scale = _ops.quant_per_thread_int8(
+        q, block=_CUDA_BLOCK_Q, warp=_CUDA_WARP_Q, groups_per_warp=q_groups, pre_scale=pre,
+        tensor_layout=tensor_layout, head_dim_out=d_pad,
+    )
+    k_i8, k_scale = _ops.quant_per_thread_int8(
+        k, block=_CUDA_BLOCK_K, warp=_CUDA_BLOCK_K, groups_per_warp=k_groups, mean=k_mean,
+        tensor_layout=tensor_layout, head_dim_out=d_pad,
+    )
+    if pv == "fp16":
+        return _fp16_v_operands(q_i8, q_scale, k_i8, k_scale, v, k_mean, tensor_layout, smooth_v, d_pad)
+    v_operand, v_scale, v_mean = _ops.quant_v_fp8_operand(
+        v, scale_max=_FP8_V_SCALE_MAX[pv_accum_dtype], smooth_v=smooth_v, tensor_layout=tensor_layout,
+        head_dim_out=d_pad,
+    )
+    return _CudaOperands(q_i8, q_scale, k_i8, k_scale, v_operand, v_scale, k_mean,
+                         _v_mean_in_layout(v_mean, tensor_layout, d))
+
+
+def _fp16_v_operands(q_i8, q_scale, k_i8, k_scale, v, k_mean, tensor_layout, smooth_v, d_pad) -> _CudaOperands:
+    v_mean = None
+    if smooth_v:
+        # Rows of P sum to 1, so O(V) = O(V - v̄) + v̄ (notes §2.3.6).
+        v_mean = v.float().mean(dim=2 if tensor_layout == "HND" else 1, keepdim=True)
+        v = (v.float() - v_mean).to(v.dtype)
+    return _CudaOperands(q_i8, q_scale, k_i8, k_scale, _aligned16(_prepare_v(v, d_pad)), None, k_mean, v_mean)
+
+
+def _v_mean_in_layout(v_mean, tensor_layout, d):
+    """``[B, H, 1, D_pad]`` -> v's layout, unpadded (None stays None)."""
+    if v_mean is None:
+        return None
+    return (v_mean if tensor_layout == "HND" else v_mean.transpose(1, 2))[..., :d]
 
 
 def _cuda_attention(

@@ -61,3 +61,49 @@ def test_fp8_v_operand_is_token_major_padded_and_permuted(device):
     restored[..., tokens] = ops.v.float()
     torch.testing.assert_close(restored[..., :n], v8.float().transpose(2, 3), rtol=0.0625, atol=2.0**-9)
     assert (restored[..., n:] == 0).all(), "padding tokens must be zero"
+
+
+def test_quantization_backend_defaults_to_triton_and_rejects_unknown_names():
+    assert api._CUDA_QUANTIZATION_BACKEND == "triton"  # flip after the CUDA quantizers pass on a GPU
+    q, k, v = _qkv("cpu", "HND", 64)
+    with pytest.raises(ValueError, match="quantization_backend must be 'triton' or 'cuda'"):
+        api._cuda_quantize(q, k, v, tensor_layout="HND", qk_quant_gran="per_thread", sm_scale=0.125,
+                           pv_accum_dtype="fp32", smooth_k=True, smooth_v=False, pv="fp16", d=64, d_pad=64,
+                           quantization_backend="cutlass")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+@pytest.mark.parametrize("gran", ["per_thread", "per_warp"])
+@pytest.mark.parametrize("pv, accum, smooth_v", [("fp16", "fp32", False), ("fp8", "fp32+fp32", False),
+                                                 ("fp8", "fp32+fp16", False), ("fp8", "fp32+fp16", True)])
+@pytest.mark.parametrize("d, d_pad", [(64, 64), (96, 128)])
+def test_cuda_backend_matches_triton_backend(layout, gran, pv, accum, smooth_v, d, d_pad):
+    """The fused CUDA quantizers give the Triton path's operands: Q and (unsmoothed) V bit for bit; K and
+    smoothed V within one rounding step (their means are float32 sums taken in another order)."""
+    from sageattention import _ops, _support
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    if not set(_support.CUDA_MMA_QUANT_OPS) <= _support.built_cuda_ops():
+        pytest.skip(f"compiled quantizers not built: {_ops.missing_build_reason() or 'ops missing from this build'}")
+    q, k, v = _qkv("cuda", layout, d, n=333)
+    args = dict(tensor_layout=layout, qk_quant_gran=gran, sm_scale=d**-0.5, pv_accum_dtype=accum, smooth_k=True,
+                smooth_v=smooth_v, pv=pv, d=d, d_pad=d_pad)
+    got = api._cuda_quantize(q, k, v, quantization_backend="cuda", **args)
+    want = api._cuda_quantize(q, k, v, quantization_backend="triton", **args)
+    assert torch.equal(got.q_i8, want.q_i8) and torch.equal(got.q_scale, want.q_scale)
+    _assert_int8_within_one_step(got.k_i8, want.k_i8)
+    torch.testing.assert_close(got.k_scale, want.k_scale)
+    torch.testing.assert_close(got.k_mean, want.k_mean)
+    assert got.v.dtype == want.v.dtype and got.v.shape == want.v.shape
+    if pv == "fp16":
+        assert torch.equal(got.v, want.v)
+    elif not smooth_v:
+        assert torch.equal(got.v.view(torch.uint8), want.v.view(torch.uint8))
+        assert torch.equal(got.v_scale, want.v_scale)
+    else:
+        torch.testing.assert_close(got.v_mean, want.v_mean)
+        torch.testing.assert_close(got.v_scale, want.v_scale)
+        a, b = got.v.float(), want.v.float()
+        assert ((a - b).abs() <= torch.maximum(a.abs(), b.abs()) * 0.125 + 2.0**-9).all()

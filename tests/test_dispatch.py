@@ -10,7 +10,7 @@ from sageattention import _support
 from sageattention._support import KNOWN_CAPABILITIES, SAGEATTN_PREFERENCE, VARIANTS, select_kernel
 
 ALL_CUDA_OPS = frozenset(v.cuda_op for v in VARIANTS.values() if v.cuda_op)
-ATTENTION_AND_HELPER_OPS = ALL_CUDA_OPS | set(_support.CUDA_HELPER_OPS)
+ATTENTION_AND_HELPER_OPS = ALL_CUDA_OPS | set(_support.CUDA_HELPER_OPS) | set(_support.CUDA_MMA_QUANT_OPS)
 NEW_TRITON = "3.8.0"
 
 
