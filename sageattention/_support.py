@@ -24,7 +24,6 @@ Facts behind the table (research notes §1.4, §5.1):
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass
 
 # Every compute capability from Turing to consumer Blackwell that CUDA 12.x/13.x targets

@@ -180,6 +180,21 @@ def test_opcheck(layout, return_lse):
             assert torch.equal(now, old), f"input argument {op._schema.arguments[i].name} was modified"
 
 
+def test_compiles_fullgraph():
+    """The op traces into one graph (its fake kernel) and the compiled call gives the eager bytes."""
+    q, k, v = make_qkv(b=1, hq=2, hkv=2, lq=100, lk=100, d=64)
+    qi, qs, ki, ks, _ = quantize_qk(q, k, "HND", "per_thread")
+    v8, vs = quant_per_channel_fp8_ref(v, tensor_layout="HND", scale_max=FP8_V_SCALE_MAX["fp32+fp16"])
+    vo = _ops.fp8_v_operand(v8, "HND")
+
+    @torch.compile(fullgraph=True)
+    def f(qi, ki, vo, vs, qs, ks):
+        return _ops.qk_int8_sv_f8_attn(qi, ki, vo, vs, qs, ks, is_causal=True, pv_accum_dtype="fp32+fp16")[0]
+
+    eager = _ops.qk_int8_sv_f8_attn(qi, ki, vo, vs, qs, ks, is_causal=True, pv_accum_dtype="fp32+fp16")[0]
+    torch.testing.assert_close(f(qi, ki, vo, vs, qs, ks), eager, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize(
     "index,bad,message",
     [
