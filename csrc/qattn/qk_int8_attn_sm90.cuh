@@ -47,7 +47,7 @@
 
 #include "../common/mma.cuh"
 #include "../common/wgmma.cuh"
-#include "qk_int8_attn.cuh"  // quad_max / quad_sum
+#include "qk_int8_attn_common.cuh"
 #include "qk_int8_attn_params.h"
 
 namespace sageattention {
@@ -93,11 +93,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) QkInt8AttnSm90Kernel(const At
   const int8_t* k_base = p.k + batch * p.k_stride[0] + kv_head * p.k_stride[1];
   const uint8_t* v_base = static_cast<const uint8_t*>(p.v) + batch * p.v_stride[0] + kv_head * p.v_stride[1];
 
-  int num_kv_blocks = (p.lk + kCtaK - 1) / kCtaK;
-  if (p.causal) {
-    const int last_row = min(q0 + kCtaQ, p.lq) - 1;  // top-left aligned: row i sees keys 0..i
-    num_kv_blocks = min(num_kv_blocks, last_row / kCtaK + 1);
-  }
+  const int num_kv_blocks = num_kv_blocks_for(p, q0);
 
   auto load_q = [&]() {
     constexpr int kChunks = D / 16;
@@ -138,10 +134,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) QkInt8AttnSm90Kernel(const At
   ptx::cp_async_commit();
 
   const int warp_row0 = q0 + warp * kWarpQ;
-  const float* qs_base = p.q_scale + batch * p.qs_stride[0] + head * p.qs_stride[1];
   const float* ks_base = p.k_scale + batch * p.ks_stride[0] + kv_head * p.ks_stride[1];
-  const float q_scale =
-      qs_base[(q_block * kWarps + warp) * p.q_groups + (p.q_groups == 1 ? 0 : group)] * p.qk_scale;
+  const float q_scale = lane_q_scale(p, batch, head, q_block, warp, group);
   const int k_group_index = p.k_groups == 1 ? 0 : tig;
   constexpr float p_shift = kFp8PLog2Scale;
 
@@ -188,63 +182,18 @@ __global__ void __launch_bounds__(kSm90Threads, 1) QkInt8AttnSm90Kernel(const At
     ptx::wgmma_commit();
     ptx::wgmma_wait<0>();
 
-    // ---- dequantize, mask, online softmax (as qk_int8_attn.cuh) ----
+    // ---- dequantize, mask, online softmax (qk_int8_attn_common.cuh) ----
     const float dq = q_scale * __ldg(ks_base + block * p.k_groups + k_group_index);
     float s[kNT][4];
-#pragma unroll
-    for (int t = 0; t < kNT; ++t)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[t][e] = static_cast<float>(s_acc[4 * t + e]) * dq;
-    const bool need_mask = kv0 + kCtaK > p.lk || (p.causal && kv0 + kCtaK - 1 > warp_row0);
-    if (need_mask) {
-#pragma unroll
-      for (int t = 0; t < kNT; ++t)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = kv0 + t * 8 + 2 * tig + (e & 1);
-          const int row = warp_row0 + group + (e >> 1) * 8;
-          if (key >= p.lk || (p.causal && key > row)) s[t][e] = -INFINITY;
-        }
-    }
+    dequantize_and_mask<kNT>(s, s_acc, dq, p, kv0, warp_row0, group, tig);
     float alpha[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float mx = m_row[r];
-#pragma unroll
-      for (int t = 0; t < kNT; ++t) mx = fmaxf(mx, fmaxf(s[t][2 * r], s[t][2 * r + 1]));
-      mx = quad_max(mx);
-      const float m_use = mx == -INFINITY ? 0.0f : mx;  // fully masked so far: P = 0, not NaN
-      alpha[r] = ptx::fast_exp2(m_row[r] - m_use);
-      m_row[r] = mx;
-      const float base = m_use - p_shift;
-      float sum = 0.0f;
-#pragma unroll
-      for (int t = 0; t < kNT; ++t) {
-        s[t][2 * r] = ptx::fast_exp2(s[t][2 * r] - base);
-        s[t][2 * r + 1] = ptx::fast_exp2(s[t][2 * r + 1] - base);
-        sum += s[t][2 * r] + s[t][2 * r + 1];
-      }
-      l_row[r] = l_row[r] * alpha[r] + sum;
-    }
-#pragma unroll
-    for (int t = 0; t < kDT; ++t) {
-      o_acc[t][0] *= alpha[0];
-      o_acc[t][1] *= alpha[0];
-      o_acc[t][2] *= alpha[1];
-      o_acc[t][3] *= alpha[1];
-    }
+    online_softmax<kNT>(s, m_row, l_row, alpha, p_shift);
+    rescale_rows<kDT>(o_acc, alpha);
 
     // ---- R = P V per 64-key block from zero (e4m3 wgmma), O += R in FP32 ----
     // A fragment of k32 step kk: S n-tiles 4 kk .. 4 kk + 3 (the sm89 packing; see header).
     uint32_t pa[kNT / 4][4];
-#pragma unroll
-    for (int kk = 0; kk < kNT / 4; ++kk) {
-      const int t = 4 * kk;
-      pa[kk][0] = ptx::pack_e4m3x4(s[t][0], s[t][1], s[t + 1][0], s[t + 1][1]);
-      pa[kk][1] = ptx::pack_e4m3x4(s[t][2], s[t][3], s[t + 1][2], s[t + 1][3]);
-      pa[kk][2] = ptx::pack_e4m3x4(s[t + 2][0], s[t + 2][1], s[t + 3][0], s[t + 3][1]);
-      pa[kk][3] = ptx::pack_e4m3x4(s[t + 2][2], s[t + 2][3], s[t + 3][2], s[t + 3][3]);
-    }
+    pack_p_e4m3<kNT>(pa, s);
     float r_acc[kDT * 4];
 #pragma unroll
     for (int i = 0; i < kDT * 4; ++i) r_acc[i] = 0.0f;
@@ -268,14 +217,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) QkInt8AttnSm90Kernel(const At
   }
   ptx::cp_async_wait<0>();
 
-  // ---- epilogue: O / l · v_scale, LSE (as qk_int8_attn.cuh) ----
+  // ---- epilogue: O / l · v_scale, LSE (qk_int8_attn_common.cuh) ----
   float inv_l[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const float l = quad_sum(l_row[r]);
-    l_row[r] = l;
-    inv_l[r] = l > 0.0f ? 1.0f / l : 0.0f;
-  }
+  finish_row_sums(l_row, inv_l);
   const float* vs_base = p.v_scale + batch * p.vs_stride[0] + kv_head * p.vs_stride[1];
   uint8_t* o_base = static_cast<uint8_t*>(p.o) + (batch * p.o_stride[0] + head * p.o_stride[1]) * 2;
 #pragma unroll
@@ -287,26 +231,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) QkInt8AttnSm90Kernel(const At
       const int row = warp_row0 + group + r * 8;
       const float x0 = o_acc[t][2 * r] * inv_l[r] * v0;
       const float x1 = o_acc[t][2 * r + 1] * inv_l[r] * v1;
-      if (row < p.lq) {
-        uint8_t* dst = o_base + (row * p.o_stride[2] + ch) * 2;
-        if (p.out_bf16) {
-          *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(x0, x1);
-        } else {
-          *reinterpret_cast<__half2*>(dst) = __floats2half2_rn(x0, x1);
-        }
-      }
+      store_o_pair(p, o_base, row, ch, x0, x1);
     }
   }
-  if (p.lse != nullptr && tig == 0) {
-    float* lse_base = p.lse + batch * p.lse_stride[0] + head * p.lse_stride[1];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = warp_row0 + group + r * 8;
-      if (row < p.lq) {
-        lse_base[row] = l_row[r] > 0.0f ? m_row[r] - p_shift + __log2f(l_row[r]) : -INFINITY;
-      }
-    }
-  }
+  store_lse(p, batch, head, warp_row0, group, tig, m_row, l_row, p_shift);
 #else
   __trap();  // wgmma exists only in code compiled for sm_90a (compute_90a)
 #endif

@@ -1,0 +1,164 @@
+// Per-thread pieces shared by the INT8 Q·Kᵀ attention kernels (qk_int8_attn.cuh for mma.sync on
+// sm80/sm89+, qk_int8_attn_sm90.cuh for wgmma on sm90a). Both give every warp a 16-row slab and a
+// lane the S fragment of mma.m16n8 (rows group and group + 8, keys 8 t + 2 tig + {0, 1} of n-tile
+// t), so the dequantization, masking, online softmax, e4m3 packing of P and the epilogue are one
+// code for both; only the matmuls and the shared-memory layouts differ.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "../common/mma.cuh"
+#include "qk_int8_attn_params.h"
+
+namespace sageattention {
+namespace qattn {
+
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// KV blocks query block q0 .. q0 + kCtaQ - 1 reads: all of them, or up to its last row's diagonal.
+__device__ __forceinline__ int num_kv_blocks_for(const AttnParams& p, int q0) {
+  int blocks = (p.lk + kCtaK - 1) / kCtaK;
+  if (p.causal) {
+    const int last_row = min(q0 + kCtaQ, p.lq) - 1;  // top-left aligned: row i sees keys 0..i
+    blocks = min(blocks, last_row / kCtaK + 1);
+  }
+  return blocks;
+}
+
+// This lane's Q scale (its warp slab's group; per-warp scales: one group) times qk_scale.
+__device__ __forceinline__ float lane_q_scale(const AttnParams& p, int batch, int head, int q_block, int warp,
+                                              int group) {
+  const float* qs_base = p.q_scale + batch * p.qs_stride[0] + head * p.qs_stride[1];
+  return qs_base[(q_block * kWarps + warp) * p.q_groups + (p.q_groups == 1 ? 0 : group)] * p.qk_scale;
+}
+
+// s = s_int · dq, then -inf where the key is past L_k or (causal) after the row. `s_int` is the
+// lane's int32 S accumulator, element e of n-tile t at 4 t + e (mma.m16n8 and wgmma alike).
+template <int kNT>
+__device__ __forceinline__ void dequantize_and_mask(float (&s)[kNT][4], const int32_t* s_int, float dq,
+                                                    const AttnParams& p, int kv0, int warp_row0, int group,
+                                                    int tig) {
+#pragma unroll
+  for (int t = 0; t < kNT; ++t)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[t][e] = static_cast<float>(s_int[4 * t + e]) * dq;
+  const bool need_mask = kv0 + kCtaK > p.lk || (p.causal && kv0 + kCtaK - 1 > warp_row0);
+  if (need_mask) {
+#pragma unroll
+    for (int t = 0; t < kNT; ++t)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = kv0 + t * 8 + 2 * tig + (e & 1);
+        const int row = warp_row0 + group + (e >> 1) * 8;
+        if (key >= p.lk || (p.causal && key > row)) s[t][e] = -INFINITY;
+      }
+  }
+}
+
+// Online softmax step (log2 domain): new row max m, P = 2^(s - m + p_shift) in place of s, row
+// sums l rescaled by alpha = 2^(m_old - m_new) plus this block's; alpha is returned for O.
+template <int kNT>
+__device__ __forceinline__ void online_softmax(float (&s)[kNT][4], float (&m_row)[2], float (&l_row)[2],
+                                               float (&alpha)[2], float p_shift) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float mx = m_row[r];
+#pragma unroll
+    for (int t = 0; t < kNT; ++t) mx = fmaxf(mx, fmaxf(s[t][2 * r], s[t][2 * r + 1]));
+    mx = quad_max(mx);
+    // A row that has seen only masked keys keeps m = -inf; subtract 0 then so P = 0, not NaN.
+    const float m_use = mx == -INFINITY ? 0.0f : mx;
+    alpha[r] = ptx::fast_exp2(m_row[r] - m_use);
+    m_row[r] = mx;
+    const float base = m_use - p_shift;
+    float sum = 0.0f;
+#pragma unroll
+    for (int t = 0; t < kNT; ++t) {
+      s[t][2 * r] = ptx::fast_exp2(s[t][2 * r] - base);
+      s[t][2 * r + 1] = ptx::fast_exp2(s[t][2 * r + 1] - base);
+      sum += s[t][2 * r] + s[t][2 * r + 1];
+    }
+    l_row[r] = l_row[r] * alpha[r] + sum;
+  }
+}
+
+template <int kDT>
+__device__ __forceinline__ void rescale_rows(float (&o_acc)[kDT][4], const float (&alpha)[2]) {
+#pragma unroll
+  for (int t = 0; t < kDT; ++t) {
+    o_acc[t][0] *= alpha[0];
+    o_acc[t][1] *= alpha[0];
+    o_acc[t][2] *= alpha[1];
+    o_acc[t][3] *= alpha[1];
+  }
+}
+
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 890
+// P·448 as e4m3, the A operand of a k32 MMA (mma.m16n8k32 or wgmma m64nNk32): k-step kk covers S
+// n-tiles 4 kk .. 4 kk + 3; with the V token permutation of _ops.fp8_v_operand no shuffles.
+template <int kNT>
+__device__ __forceinline__ void pack_p_e4m3(uint32_t (&pa)[kNT / 4][4], const float (&s)[kNT][4]) {
+#pragma unroll
+  for (int kk = 0; kk < kNT / 4; ++kk) {
+    const int t = 4 * kk;
+    pa[kk][0] = ptx::pack_e4m3x4(s[t][0], s[t][1], s[t + 1][0], s[t + 1][1]);
+    pa[kk][1] = ptx::pack_e4m3x4(s[t][2], s[t][3], s[t + 1][2], s[t + 1][3]);
+    pa[kk][2] = ptx::pack_e4m3x4(s[t + 2][0], s[t + 2][1], s[t + 3][0], s[t + 3][1]);
+    pa[kk][3] = ptx::pack_e4m3x4(s[t + 2][2], s[t + 2][3], s[t + 3][2], s[t + 3][3]);
+  }
+}
+#endif
+
+// Epilogue, first step: quad-reduce the row sums (l_row becomes the full sum) and return 1 / l
+// (0 for a row with no visible key, L_k = 0: it writes zeros).
+__device__ __forceinline__ void finish_row_sums(float (&l_row)[2], float (&inv_l)[2]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const float l = quad_sum(l_row[r]);
+    l_row[r] = l;
+    inv_l[r] = l > 0.0f ? 1.0f / l : 0.0f;
+  }
+}
+
+// Channels ch, ch + 1 of one output row, as fp16 or bf16 (rows past L_q are not written).
+__device__ __forceinline__ void store_o_pair(const AttnParams& p, uint8_t* o_base, int row, int ch, float x0,
+                                             float x1) {
+  if (row < p.lq) {
+    uint8_t* dst = o_base + (row * p.o_stride[2] + ch) * 2;
+    if (p.out_bf16) {
+      *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(x0, x1);
+    } else {
+      *reinterpret_cast<__half2*>(dst) = __floats2half2_rn(x0, x1);
+    }
+  }
+}
+
+// Base-2 LSE of the lane's two rows (one lane per quad writes), -inf for a row with no key.
+__device__ __forceinline__ void store_lse(const AttnParams& p, int batch, int head, int warp_row0, int group,
+                                          int tig, const float (&m_row)[2], const float (&l_row)[2],
+                                          float p_shift) {
+  if (p.lse != nullptr && tig == 0) {
+    float* lse_base = p.lse + batch * p.lse_stride[0] + head * p.lse_stride[1];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = warp_row0 + group + r * 8;
+      if (row < p.lq) {
+        lse_base[row] = l_row[r] > 0.0f ? m_row[r] - p_shift + __log2f(l_row[r]) : -INFINITY;
+      }
+    }
+  }
+}
+
+}  // namespace qattn
+}  // namespace sageattention
