@@ -656,10 +656,13 @@ def _cuda_attention(
     fn, q, k, v, *, tensor_layout, is_causal, qk_quant_gran, sm_scale, pv_accum_dtype, smooth_k, smooth_v,
     return_lse, pv,
 ):
-    """Quantize (:func:`_cuda_quantize`), call the compiled op, slice the head-dim padding off and
-    convert the LSE."""
+    """Check that this build can run ``fn`` on q's GPU, quantize (:func:`_cuda_quantize`), call the
+    compiled op, slice the head-dim padding off and convert the LSE."""
     from . import _ops
 
+    _require_cuda_op(fn, _support.VARIANTS[fn].cuda_op, q.device)
+    if q.device.type != "cuda":
+        raise ValueError(f"{fn}: needs CUDA tensors, got q on {q.device}")
     head_dims = _support.VARIANTS[fn].head_dims
     b, hq, hkv, lq, lk, d = _dims(fn, q, k, v, tensor_layout, head_dims)
     if b * hq * lq == 0:
@@ -734,9 +737,6 @@ def sageattn_qk_int8_pv_fp16_cuda(
     )
     if smooth_v and pv_accum_dtype != "fp16":
         raise ValueError(f"{fn}: smooth_v=True needs pv_accum_dtype='fp16', got {pv_accum_dtype!r}")
-    _require_cuda_op(fn, _support.VARIANTS[fn].cuda_op, q.device)
-    if q.device.type != "cuda":
-        raise ValueError(f"{fn}: needs CUDA tensors, got q on {q.device}")
     return _cuda_attention(
         fn, q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, qk_quant_gran=qk_quant_gran,
         sm_scale=sm_scale, pv_accum_dtype=pv_accum_dtype, smooth_k=smooth_k, smooth_v=smooth_v,
@@ -785,9 +785,6 @@ def sageattn_qk_int8_pv_fp8_cuda(
     )
     if smooth_v and pv_accum_dtype != "fp32":
         raise ValueError(f"{fn}: smooth_v=True needs pv_accum_dtype='fp32', got {pv_accum_dtype!r}")
-    _require_cuda_op(fn, _support.VARIANTS[fn].cuda_op, q.device)
-    if q.device.type != "cuda":
-        raise ValueError(f"{fn}: needs CUDA tensors, got q on {q.device}")
     return _cuda_attention(
         fn, q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, qk_quant_gran=qk_quant_gran,
         sm_scale=sm_scale, pv_accum_dtype=pv_accum_dtype, smooth_k=smooth_k, smooth_v=smooth_v,

@@ -163,6 +163,51 @@ inline AttnParams make_params(const at::Tensor& q, const at::Tensor& k, at::Tens
   return p;
 }
 
+// The FP8 V operand ([B, H_kv, D, L_pad] e4m3, tokens contiguous) and its per-channel scale, as
+// the sm89 and sm90 FP8 kernels both read them; checked before make_params, bound after it.
+inline void check_fp8_v_operand(const at::Tensor& v, const at::Tensor& v_scale, const at::Tensor& q, const Dims& d) {
+  check_cuda_on(v, q, "v");
+  check_dtype(v, at::kFloat8_e4m3fn, "v");
+  TORCH_CHECK(v.dim() == 4 && v.size(0) == d.batch && v.size(1) == d.heads_kv && v.size(2) == d.head_dim &&
+                  v.size(3) % kCtaK == 0 && v.size(3) >= d.len_k,
+              "sageattention: v must be the [B, H_kv, D, L_pad] e4m3 operand (L_pad a multiple of 64, >= L_k = ",
+              d.len_k, "; [", d.batch, ", ", d.heads_kv, ", ", d.head_dim, ", L_pad]), got ", v.sizes());
+  check_rows_16b(v, v.stride(2), "v");
+  check_cuda_on(v_scale, q, "v_scale");
+  check_dtype(v_scale, at::kFloat, "v_scale");
+  check_shape(v_scale, {d.batch, d.heads_kv, d.head_dim}, "v_scale", "[B, H_kv, D]");
+  TORCH_CHECK(v_scale.stride(2) == 1, "sageattention: v_scale must have a contiguous last dimension");
+}
+
+inline void bind_fp8_v_operand(AttnParams& p, const at::Tensor& v, const at::Tensor& v_scale) {
+  p.v = v.data_ptr();
+  p.v_stride[0] = v.stride(0);
+  p.v_stride[1] = v.stride(1);
+  p.v_stride[2] = v.stride(2);
+  p.v_scale = v_scale.data_ptr<float>();
+  p.vs_stride[0] = v_scale.stride(0);
+  p.vs_stride[1] = v_scale.stride(1);
+}
+
+// Launches the mma.sync kernel of mode M for the head dims this build compiled (SAGEATTN_HEAD_DIMS).
+template <PvMode M>
+cudaError_t dispatch_head_dim(const AttnParams& p, int64_t head_dim, int batch, int heads, cudaStream_t stream,
+                              const char* op) {
+  switch (head_dim) {
+#ifndef SAGEATTN_NO_HD64
+    case 64:
+      return launch_qk_int8_attn<64, M>(p, batch, heads, stream);
+#endif
+#ifndef SAGEATTN_NO_HD128
+    case 128:
+      return launch_qk_int8_attn<128, M>(p, batch, heads, stream);
+#endif
+    default:
+      TORCH_CHECK(false, "sageattention::", op, ": head dim ", head_dim,
+                  " was left out of this build (SAGEATTN_HEAD_DIMS at build time)");
+  }
+}
+
 inline void check_launch(cudaError_t err, const char* op, int64_t head_dim) {
   TORCH_CHECK(err == cudaSuccess, "sageattention::", op, " (head dim ", head_dim,
               ") failed to launch: ", cudaGetErrorString(err),

@@ -12,25 +12,6 @@
 namespace sageattention {
 namespace qattn {
 
-namespace detail {
-template <PvMode M>
-cudaError_t dispatch_head_dim(const AttnParams& p, int64_t head_dim, int batch, int heads, cudaStream_t stream) {
-  switch (head_dim) {
-#ifndef SAGEATTN_NO_HD64
-    case 64:
-      return launch_qk_int8_attn<64, M>(p, batch, heads, stream);
-#endif
-#ifndef SAGEATTN_NO_HD128
-    case 128:
-      return launch_qk_int8_attn<128, M>(p, batch, heads, stream);
-#endif
-    default:
-      TORCH_CHECK(false, "sageattention::qk_int8_sv_f16_attn: head dim ", head_dim,
-                  " was left out of this build (SAGEATTN_HEAD_DIMS at build time)");
-  }
-}
-}  // namespace detail
-
 void qk_int8_sv_f16_attn(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& o,
                          const at::Tensor& q_scale, const at::Tensor& k_scale, const std::optional<at::Tensor>& lse,
                          const std::string& tensor_layout, bool is_causal, const std::string& qk_quant_gran,
@@ -54,11 +35,11 @@ void qk_int8_sv_f16_attn(const at::Tensor& q, const at::Tensor& k, const at::Ten
   const int batch = static_cast<int>(d.batch), heads = static_cast<int>(d.heads_q);
   cudaError_t err;
   if (pv_accum_dtype == "fp32") {
-    err = detail::dispatch_head_dim<PvMode::kF16Acc32>(p, d.head_dim, batch, heads, stream);
+    err = dispatch_head_dim<PvMode::kF16Acc32>(p, d.head_dim, batch, heads, stream, "qk_int8_sv_f16_attn");
   } else if (pv_accum_dtype == "fp16+fp32") {
-    err = detail::dispatch_head_dim<PvMode::kF16Acc16Buf>(p, d.head_dim, batch, heads, stream);
+    err = dispatch_head_dim<PvMode::kF16Acc16Buf>(p, d.head_dim, batch, heads, stream, "qk_int8_sv_f16_attn");
   } else {
-    err = detail::dispatch_head_dim<PvMode::kF16Acc16>(p, d.head_dim, batch, heads, stream);
+    err = dispatch_head_dim<PvMode::kF16Acc16>(p, d.head_dim, batch, heads, stream, "qk_int8_sv_f16_attn");
   }
   check_launch(err, "qk_int8_sv_f16_attn", d.head_dim);
 }

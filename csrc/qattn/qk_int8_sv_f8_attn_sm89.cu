@@ -12,25 +12,6 @@
 namespace sageattention {
 namespace qattn {
 
-namespace detail {
-template <PvMode M>
-cudaError_t dispatch_head_dim(const AttnParams& p, int64_t head_dim, int batch, int heads, cudaStream_t stream) {
-  switch (head_dim) {
-#ifndef SAGEATTN_NO_HD64
-    case 64:
-      return launch_qk_int8_attn<64, M>(p, batch, heads, stream);
-#endif
-#ifndef SAGEATTN_NO_HD128
-    case 128:
-      return launch_qk_int8_attn<128, M>(p, batch, heads, stream);
-#endif
-    default:
-      TORCH_CHECK(false, "sageattention::qk_int8_sv_f8_attn: head dim ", head_dim,
-                  " was left out of this build (SAGEATTN_HEAD_DIMS at build time)");
-  }
-}
-}  // namespace detail
-
 void qk_int8_sv_f8_attn(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& v_scale,
                         at::Tensor& o, const at::Tensor& q_scale, const at::Tensor& k_scale,
                         const std::optional<at::Tensor>& lse, const std::string& tensor_layout, bool is_causal,
@@ -40,25 +21,9 @@ void qk_int8_sv_f8_attn(const at::Tensor& q, const at::Tensor& k, const at::Tens
   TORCH_CHECK(pv_accum_dtype == "fp32" || pv_accum_dtype == "fp32+fp32" || pv_accum_dtype == "fp32+fp16",
               "sageattention: pv_accum_dtype must be 'fp32', 'fp32+fp32' or 'fp32+fp16', got '", pv_accum_dtype,
               "'");
-  check_cuda_on(v, q, "v");
-  check_dtype(v, at::kFloat8_e4m3fn, "v");
-  TORCH_CHECK(v.dim() == 4 && v.size(0) == d.batch && v.size(1) == d.heads_kv && v.size(2) == d.head_dim &&
-                  v.size(3) % kCtaK == 0 && v.size(3) >= d.len_k,
-              "sageattention: v must be the [B, H_kv, D, L_pad] e4m3 operand (L_pad a multiple of 64, >= L_k = ",
-              d.len_k, "; [", d.batch, ", ", d.heads_kv, ", ", d.head_dim, ", L_pad]), got ", v.sizes());
-  check_rows_16b(v, v.stride(2), "v");
-  check_cuda_on(v_scale, q, "v_scale");
-  check_dtype(v_scale, at::kFloat, "v_scale");
-  check_shape(v_scale, {d.batch, d.heads_kv, d.head_dim}, "v_scale", "[B, H_kv, D]");
-  TORCH_CHECK(v_scale.stride(2) == 1, "sageattention: v_scale must have a contiguous last dimension");
+  check_fp8_v_operand(v, v_scale, q, d);
   AttnParams p = make_params(q, k, o, q_scale, k_scale, lse, d, is_causal, qk_quant_gran, qk_scale);
-  p.v = v.data_ptr();
-  p.v_stride[0] = v.stride(0);
-  p.v_stride[1] = v.stride(1);
-  p.v_stride[2] = v.stride(2);
-  p.v_scale = v_scale.data_ptr<float>();
-  p.vs_stride[0] = v_scale.stride(0);
-  p.vs_stride[1] = v_scale.stride(1);
+  bind_fp8_v_operand(p, v, v_scale);
   if (d.batch * d.heads_q * d.len_q == 0) return;
 
   const c10::cuda::CUDAGuard device_guard(q.device());
@@ -66,11 +31,11 @@ void qk_int8_sv_f8_attn(const at::Tensor& q, const at::Tensor& k, const at::Tens
   const int batch = static_cast<int>(d.batch), heads = static_cast<int>(d.heads_q);
   cudaError_t err;
   if (pv_accum_dtype == "fp32") {
-    err = detail::dispatch_head_dim<PvMode::kF8Acc32>(p, d.head_dim, batch, heads, stream);
+    err = dispatch_head_dim<PvMode::kF8Acc32>(p, d.head_dim, batch, heads, stream, "qk_int8_sv_f8_attn");
   } else if (pv_accum_dtype == "fp32+fp32") {
-    err = detail::dispatch_head_dim<PvMode::kF8Acc32Buf>(p, d.head_dim, batch, heads, stream);
+    err = dispatch_head_dim<PvMode::kF8Acc32Buf>(p, d.head_dim, batch, heads, stream, "qk_int8_sv_f8_attn");
   } else {
-    err = detail::dispatch_head_dim<PvMode::kF8Acc16Buf>(p, d.head_dim, batch, heads, stream);
+    err = dispatch_head_dim<PvMode::kF8Acc16Buf>(p, d.head_dim, batch, heads, stream, "qk_int8_sv_f8_attn");
   }
   check_launch(err, "qk_int8_sv_f8_attn", d.head_dim);
 }

@@ -23,25 +23,9 @@ void qk_int8_sv_f8_attn_sm90(const at::Tensor& q, const at::Tensor& k, const at:
   TORCH_CHECK(pv_accum_dtype == "fp32+fp32",
               "sageattention::qk_int8_sv_f8_attn_sm90: pv_accum_dtype must be 'fp32+fp32', got '", pv_accum_dtype,
               "'");
-  check_cuda_on(v, q, "v");
-  check_dtype(v, at::kFloat8_e4m3fn, "v");
-  TORCH_CHECK(v.dim() == 4 && v.size(0) == d.batch && v.size(1) == d.heads_kv && v.size(2) == d.head_dim &&
-                  v.size(3) % kCtaK == 0 && v.size(3) >= d.len_k,
-              "sageattention: v must be the [B, H_kv, D, L_pad] e4m3 operand (L_pad a multiple of 64, >= L_k = ",
-              d.len_k, "; [", d.batch, ", ", d.heads_kv, ", ", d.head_dim, ", L_pad]), got ", v.sizes());
-  check_rows_16b(v, v.stride(2), "v");
-  check_cuda_on(v_scale, q, "v_scale");
-  check_dtype(v_scale, at::kFloat, "v_scale");
-  check_shape(v_scale, {d.batch, d.heads_kv, d.head_dim}, "v_scale", "[B, H_kv, D]");
-  TORCH_CHECK(v_scale.stride(2) == 1, "sageattention: v_scale must have a contiguous last dimension");
+  check_fp8_v_operand(v, v_scale, q, d);
   AttnParams p = make_params(q, k, o, q_scale, k_scale, lse, d, is_causal, qk_quant_gran, qk_scale);
-  p.v = v.data_ptr();
-  p.v_stride[0] = v.stride(0);
-  p.v_stride[1] = v.stride(1);
-  p.v_stride[2] = v.stride(2);
-  p.v_scale = v_scale.data_ptr<float>();
-  p.vs_stride[0] = v_scale.stride(0);
-  p.vs_stride[1] = v_scale.stride(1);
+  bind_fp8_v_operand(p, v, v_scale);
   if (d.batch * d.heads_q * d.len_q == 0) return;
 
   const c10::cuda::CUDAGuard device_guard(q.device());
