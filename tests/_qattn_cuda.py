@@ -24,6 +24,10 @@ from sageattention.testing.emulation import (
 from sageattention.testing.metrics import LSE_MAX_ABS_ERROR, assert_close_to_reference
 from sageattention.testing.reference import attention_ref, quant_per_thread_int8_ref, quant_per_warp_int8_ref
 
+#: (L_q, L_k) around the 128-row Q tile and the 64-key K block; pairs with L_q != L_k exercise the
+#: top-left causal alignment and tails on both sides.
+LENGTHS = [(1, 1), (17, 17), (64, 64), (65, 65), (130, 130), (17, 130), (130, 17), (300, 1000), (1000, 300)]
+
 #: pv_accum_dtype -> scale_max of the FP8 V quantization (api._FP8_V_SCALE_MAX).
 FP8_V_SCALE_MAX = {"fp32": 448.0, "fp32+fp32": 448.0, "fp32+fp16": 2.25}
 

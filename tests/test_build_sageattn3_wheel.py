@@ -20,61 +20,22 @@ from pathlib import Path
 
 import pytest
 
-from scripts import cuda_env
-from scripts.matrix import load_matrix
 from scripts.wheel_verify import Expected, verify_wheel
+
+from _wheel_build import build_prerequisites, install_in_fresh_venv, run_probe, sass_text
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_ARCHS = "10.0a;12.0a"
 
 
-def _skip_or_fail(reason: str):
-    if os.environ.get("SAGEATTN_REQUIRE_BUILD_TEST") == "1":
-        pytest.fail(f"SAGEATTN_REQUIRE_BUILD_TEST=1 but {reason}")
-    pytest.skip(reason)
-
-
-def _running_cell():
-    import torch
-
-    python = "%d.%d" % sys.version_info[:2]
-    release = torch.__version__.split("+")[0]
-    for cell in load_matrix().cells:
-        if (cell.python, cell.torch, cell.cuda) == (python, release, torch.version.cuda) and "sageattn3" in cell.packages:
-            return cell
-    return None
-
-
 def _sass_mnemonics(so: Path, arch: str) -> set[str]:
-    """MMA mnemonics in the SASS of ``arch`` (cuobjdump -sass needs nvdisasm: triton ships one)."""
-    tool = cuda_env.find_cuobjdump()
-    env = dict(os.environ)
-    try:
-        import triton
-
-        env.setdefault("NVDISASM_PATH", str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin"))
-    except ImportError:
-        pass
-    done = subprocess.run([str(tool), "-sass", "-arch", arch, str(so)], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, env=env)
-    if "nvdisasm" in done.stdout and done.returncode != 0:
-        pytest.skip("cuobjdump -sass needs nvdisasm, not found")
-    return set(re.findall(r"\b([A-Z]*MMA[A-Z0-9_.]*)", done.stdout))
+    """MMA mnemonics in the SASS of ``arch``."""
+    return set(re.findall(r"\b([A-Z]*MMA[A-Z0-9_.]*)", sass_text(so, arch)))
 
 
 @pytest.mark.build
 def test_sageattn3_build_retag_verify_sass_and_import(tmp_path, capsys):
-    torch = pytest.importorskip("torch")
-    if torch.version.cuda is None:
-        _skip_or_fail(f"torch {torch.__version__} is a CPU build")
-    if cuda_env.find_nvcc()[0] is None:
-        _skip_or_fail("nvcc not found (CUDA_HOME, PATH)")
-    cell = _running_cell()
-    if cell is None:
-        _skip_or_fail(f"no sageattn3 cell matches this Python/torch {torch.__version__}/CUDA {torch.version.cuda}")
-    site_of_torch = Path(torch.__file__).resolve().parent.parent
-    if (site_of_torch / "sageattn3").exists():
-        pytest.fail(f"sageattn3 is installed in {site_of_torch}: the fresh venv would see it through the .pth")
+    torch, cell, site_of_torch = build_prerequisites("sageattn3")
 
     dist = tmp_path / "dist"
     env = {**os.environ, "SAGEATTN3_HEAD_DIMS": "128"}
@@ -106,14 +67,7 @@ def test_sageattn3_build_retag_verify_sass_and_import(tmp_path, capsys):
     assert any(m.startswith("OMMA.SF") and "E2M1" in m for m in sm120), sm120
     assert any(m.startswith("HMMA") for m in sm100) and not any(m.startswith("OMMA") for m in sm100), sm100
 
-    venv = tmp_path / "fresh-venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    fresh_python = venv / "bin" / "python"
-    fresh_site = Path(subprocess.run([str(fresh_python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                     check=True, stdout=subprocess.PIPE, text=True).stdout.strip())
-    (fresh_site / "build-venv-torch.pth").write_text(f"{site_of_torch}\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(fresh_python), "install", "--no-deps", "--no-index",
-                    "--disable-pip-version-check", "-q", str(wheel)], check=True)
+    venv, fresh_python = install_in_fresh_venv(wheel, tmp_path, site_of_torch)
     probe = textwrap.dedent(
         f"""
         import torch, sageattn3
@@ -132,11 +86,7 @@ def test_sageattn3_build_retag_verify_sass_and_import(tmp_path, capsys):
         print("imported", sageattn3.__file__, "archs", _build_info.TORCH_CUDA_ARCH_LIST, "ref out", tuple(out.shape))
         """
     )
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    run_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TRITON_INTERPRET", "SAGEATTN3_ALLOW_REFERENCE")}
-    ran = subprocess.run([str(fresh_python), "-c", probe], cwd=outside, env=run_env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ran = run_probe(fresh_python, probe, tmp_path, ("PYTHONPATH", "TRITON_INTERPRET", "SAGEATTN3_ALLOW_REFERENCE"))
     with capsys.disabled():
         print(ran.stdout, end="")
         print(f"== wheel {wheel.name}: {wheel.stat().st_size} bytes, built+retagged+verified in {seconds:.0f} s")

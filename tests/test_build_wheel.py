@@ -12,8 +12,6 @@ Also here, unmarked: the flag choices of setup.py (C++ standard, fast math, comp
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import subprocess
 import sys
 import textwrap
@@ -23,19 +21,13 @@ from pathlib import Path
 import pytest
 
 from conftest import BUILT_WHEEL
-from scripts import cuda_env
 from scripts.matrix import load_matrix
 from scripts.wheel_verify import Expected, verify_wheel
 
+from _wheel_build import build_prerequisites, install_in_fresh_venv, load_root_setup, run_probe
+
 REPO = Path(__file__).resolve().parent.parent
 BUILD_ARCHS = "8.0"  # one arch keeps the CI compile short; the full list is built by `pixi run build`
-
-
-def _load_setup_module():
-    spec = importlib.util.spec_from_file_location("sageattention_setup", REPO / "setup.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # setup() only runs under __main__
-    return module
 
 
 # ---- setup.py flag choices (fast, no compiler needed) ---------------------------------------
@@ -43,7 +35,7 @@ def _load_setup_module():
 
 def test_no_hard_coded_cxx_standard():
     """cpp_extension picks -std (c++17 before torch 2.13, c++20 after); torch 2.14 headers need 20."""
-    setup = _load_setup_module()
+    setup = load_root_setup()
     for flags in (setup.cxx_flags(), setup.nvcc_flags((12, 6)), setup.nvcc_flags((13, 0))):
         assert not [f for f in flags if f.startswith(("-std", "--std"))]
 
@@ -60,7 +52,7 @@ def test_torch_cpp_extension_supplies_the_standard_it_needs():
 
 
 def test_nvcc_flags_compress_and_avoid_fast_math():
-    setup = _load_setup_module()
+    setup = load_root_setup()
     assert "--use_fast_math" not in setup.nvcc_flags((13, 0))
     assert "-Xfatbin=-compress-all" in setup.nvcc_flags((12, 6))
     assert "--compress-mode=size" in setup.nvcc_flags((12, 8))
@@ -69,11 +61,11 @@ def test_nvcc_flags_compress_and_avoid_fast_math():
 
 
 def test_link_strips_the_symbol_table_for_reproducible_builds():
-    assert _load_setup_module().link_flags() == ["-Wl,--strip-all"]
+    assert load_root_setup().link_flags() == ["-Wl,--strip-all"]
 
 
 def test_torch_pin_and_include_flags():
-    setup = _load_setup_module()
+    setup = load_root_setup()
     assert setup.torch_requirement("2.14.1+cu130") == "torch==2.14.*"
     assert setup.torch_requirement("2.8.0") == "torch==2.8.*"
     with pytest.raises(ValueError, match="torch_version"):
@@ -110,23 +102,6 @@ def test_build_without_package_builds_every_package_of_the_cell():
 # ---- the real build ---------------------------------------------------------------------------
 
 
-def _running_cell():
-    import torch
-
-    python = "%d.%d" % sys.version_info[:2]
-    release = torch.__version__.split("+")[0]
-    for cell in load_matrix().cells:
-        if (cell.python, cell.torch, cell.cuda) == (python, release, torch.version.cuda) and "sageattention" in cell.packages:
-            return cell
-    return None
-
-
-def _skip_or_fail(reason: str):
-    if os.environ.get("SAGEATTN_REQUIRE_BUILD_TEST") == "1":
-        pytest.fail(f"SAGEATTN_REQUIRE_BUILD_TEST=1 but {reason}")
-    pytest.skip(reason)
-
-
 def _stream(cmd, capsys, **kwargs) -> tuple[int, str]:
     """Run ``cmd`` and echo its output live to the real terminal (bypassing pytest's capture)."""
     lines = []
@@ -142,17 +117,7 @@ def _stream(cmd, capsys, **kwargs) -> tuple[int, str]:
 
 @pytest.mark.build
 def test_real_build_retag_verify_and_install_in_a_fresh_venv(tmp_path, capsys, request):
-    torch = pytest.importorskip("torch")
-    if torch.version.cuda is None:
-        _skip_or_fail(f"torch {torch.__version__} is a CPU build")
-    if cuda_env.find_nvcc()[0] is None:
-        _skip_or_fail("nvcc not found (CUDA_HOME, PATH)")
-    cell = _running_cell()
-    if cell is None:
-        _skip_or_fail(f"no matrix cell matches this Python/torch {torch.__version__}/CUDA {torch.version.cuda}")
-    site_of_torch = Path(torch.__file__).resolve().parent.parent
-    if (site_of_torch / "sageattention").exists():
-        pytest.fail(f"sageattention is installed in {site_of_torch}: the fresh venv would see it through the .pth")
+    torch, cell, site_of_torch = build_prerequisites("sageattention")
 
     dist = tmp_path / "dist"
     with capsys.disabled():
@@ -180,14 +145,7 @@ def test_real_build_retag_verify_and_install_in_a_fresh_venv(tmp_path, capsys, r
     assert code == 0 and "unchanged (identical file already there)" in again
 
     # Fresh venv: no pip, torch visible through a .pth, the wheel installed by this pip.
-    venv = tmp_path / "fresh-venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    fresh_python = venv / "bin" / "python"
-    fresh_site = Path(subprocess.run([str(fresh_python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                     check=True, stdout=subprocess.PIPE, text=True).stdout.strip())
-    (fresh_site / "build-venv-torch.pth").write_text(f"{site_of_torch}\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(fresh_python), "install", "--no-deps", "--no-index",
-                    "--disable-pip-version-check", "-q", str(wheel)], check=True)
+    venv, fresh_python = install_in_fresh_venv(wheel, tmp_path, site_of_torch)
 
     probe = textwrap.dedent(
         f"""
@@ -213,11 +171,7 @@ def test_real_build_retag_verify_and_install_in_a_fresh_venv(tmp_path, capsys, r
         print("imported", sageattention.__file__, "built for", _build_info.CELL, "archs", _build_info.TORCH_CUDA_ARCH_LIST)
         """
     )
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TRITON_INTERPRET")}
-    done = subprocess.run([str(fresh_python), "-c", probe], cwd=outside, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = run_probe(fresh_python, probe, tmp_path, ("PYTHONPATH", "TRITON_INTERPRET"))
     with capsys.disabled():
         print(done.stdout, end="")
         print(f"== wheel {wheel.name}: {wheel.stat().st_size} bytes, built+retagged+verified in {seconds:.0f} s")

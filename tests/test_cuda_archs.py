@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
 from scripts import cuda_archs, cuda_env
 from scripts.cuda_archs import ArchError, default_arch_list, nvcc_real_targets, validate_arch_list
 from scripts.matrix import load_matrix
+
+from _wheel_build import load_root_setup
 
 
 @pytest.mark.parametrize(
@@ -217,16 +217,8 @@ def test_generated_instantiations_are_up_to_date():
     assert all("_hd128_" in s for s in generate_kernels.sources("sm80", (128,)))
 
 
-def _root_setup():
-    """The repository's setup.py by path: a bare `import setup` may find sageattention3_blackwell's."""
-    spec = importlib.util.spec_from_file_location("sageattention_setup", Path(__file__).resolve().parents[1] / "setup.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # setup() only runs under __main__
-    return module
-
-
 def test_head_dims_dev_switch():
-    setup = _root_setup()
+    setup = load_root_setup()
 
     assert setup.head_dims_from_env(None) == (64, 128) and setup.head_dims_from_env("") == (64, 128)
     assert setup.head_dims_from_env("128") == (128,)

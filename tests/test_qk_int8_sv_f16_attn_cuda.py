@@ -15,7 +15,7 @@ from sageattention import _ops
 from sageattention.testing.metrics import TARGETS, metrics
 from sageattention.testing.reference import attention_ref
 
-from _qattn_cuda import make_qkv, quantize_qk, require_op, run_and_check
+from _qattn_cuda import LENGTHS, make_qkv, quantize_qk, require_op, run_and_check
 
 pytestmark = pytest.mark.gpu
 OP = "qk_int8_sv_f16_attn"
@@ -27,9 +27,6 @@ def _needs_op():
     require_op(OP)
 
 
-# Lengths around the 128-row Q tile and 64-key K block; (L_q, L_k) pairs with L_q != L_k exercise
-# the top-left causal alignment and tails on both sides.
-LENGTHS = [(1, 1), (17, 17), (64, 64), (65, 65), (130, 130), (17, 130), (130, 17), (300, 1000), (1000, 300)]
 
 
 @pytest.mark.parametrize("accum", ACCUMS)

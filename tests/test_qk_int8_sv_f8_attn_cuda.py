@@ -15,7 +15,8 @@ from sageattention import _ops
 from sageattention.testing.metrics import TOLERANCES, metrics
 from sageattention.testing.reference import attention_ref
 
-from _qattn_cuda import FP8_V_SCALE_MAX, make_qkv, quantize_qk, require_op, run_and_check
+from _opcheck import check_schema_by_bytes
+from _qattn_cuda import FP8_V_SCALE_MAX, LENGTHS, make_qkv, quantize_qk, require_op, run_and_check
 from sageattention.testing.emulation import quant_per_channel_fp8_ref
 
 pytestmark = pytest.mark.gpu
@@ -28,7 +29,6 @@ def _needs_op():
     require_op(OP)
 
 
-LENGTHS = [(1, 1), (17, 17), (64, 64), (65, 65), (130, 130), (17, 130), (130, 17), (300, 1000), (1000, 300)]
 
 
 def test_v_operand_layout():
@@ -152,32 +152,13 @@ def _op_args(layout="HND", return_lse=True, accum="fp32+fp32"):
 @pytest.mark.parametrize("layout", ["HND", "NHD"])
 @pytest.mark.parametrize("return_lse", [True, False])
 def test_opcheck(layout, return_lse):
-    """opcheck without its test_schema, plus that check done by hand on the bytes.
-
-    test_schema compares every input before/after the call with torch.allclose, which has no
-    float8_e4m3fn kernel ("mul_cuda not implemented for 'Float8_e4m3fn'", torch 2.11, H100), so it
-    cannot run on this op's FP8 V. What it checks — inputs not annotated as mutated stay unchanged,
-    the annotated outputs are written — is checked below on raw bytes instead.
-    """
+    """opcheck without its test_schema (it cannot compare float8 tensors), plus that check done
+    on raw bytes (tests/_opcheck.py)."""
     op = torch.ops.sageattention.qk_int8_sv_f8_attn.default
     args = _op_args(layout, return_lse)
     torch.library.opcheck(op, tuple(args),
                           test_utils=("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"))
-    raw = [a.view(torch.uint8) if isinstance(a, torch.Tensor) and a.dtype == torch.float8_e4m3fn else a
-           for a in args]
-    before = [a.clone() if isinstance(a, torch.Tensor) else a for a in raw]
-    mutated = {i for i, arg in enumerate(op._schema.arguments) if arg.alias_info is not None and arg.alias_info.is_write}
-    assert mutated, "the schema annotates no output as mutated"
-    for t in (args[i] for i in mutated if isinstance(args[i], torch.Tensor)):
-        t.fill_(float("nan"))
-    op(*args)
-    for i, (now, old) in enumerate(zip(raw, before)):
-        if not isinstance(now, torch.Tensor):
-            continue
-        if i in mutated:
-            assert torch.isfinite(args[i]).all(), f"output argument {op._schema.arguments[i].name} not fully written"
-        else:
-            assert torch.equal(now, old), f"input argument {op._schema.arguments[i].name} was modified"
+    check_schema_by_bytes(op, args)
 
 
 def test_compiles_fullgraph():

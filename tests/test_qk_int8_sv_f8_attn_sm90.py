@@ -18,7 +18,8 @@ import torch
 from sageattention import _ops
 from sageattention.testing.emulation import attn_qk_int8_mma_emulated, quant_per_channel_fp8_ref
 
-from _qattn_cuda import FP8_V_SCALE_MAX, make_qkv, quantize_qk, require_op, run_and_check
+from _opcheck import check_schema_by_bytes
+from _qattn_cuda import FP8_V_SCALE_MAX, LENGTHS, make_qkv, quantize_qk, require_op, run_and_check
 
 pytestmark = pytest.mark.gpu
 OP = "qk_int8_sv_f8_attn_sm90"
@@ -79,7 +80,6 @@ def test_diagnostic_identity_v_reads_p_back(d):
 # ---- lengths, masks, layouts, GQA ----------------------------------------------------------
 
 
-LENGTHS = [(1, 1), (17, 17), (64, 64), (65, 65), (130, 130), (17, 130), (130, 17), (300, 1000), (1000, 300)]
 
 
 @pytest.mark.parametrize("d", [64, 128])
@@ -170,21 +170,7 @@ def test_opcheck(layout, return_lse):
     args = _op_args(layout, return_lse)
     torch.library.opcheck(op, tuple(args),
                           test_utils=("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"))
-    raw = [a.view(torch.uint8) if isinstance(a, torch.Tensor) and a.dtype == torch.float8_e4m3fn else a
-           for a in args]
-    before = [a.clone() if isinstance(a, torch.Tensor) else a for a in raw]
-    mutated = {i for i, arg in enumerate(op._schema.arguments) if arg.alias_info is not None and arg.alias_info.is_write}
-    assert mutated, "the schema annotates no output as mutated"
-    for t in (args[i] for i in mutated if isinstance(args[i], torch.Tensor)):
-        t.fill_(float("nan"))
-    op(*args)
-    for i, (now, old) in enumerate(zip(raw, before)):
-        if not isinstance(now, torch.Tensor):
-            continue
-        if i in mutated:
-            assert torch.isfinite(args[i]).all(), f"output argument {op._schema.arguments[i].name} not fully written"
-        else:
-            assert torch.equal(now, old), f"input argument {op._schema.arguments[i].name} was modified"
+    check_schema_by_bytes(op, args)
 
 
 @pytest.mark.parametrize(
