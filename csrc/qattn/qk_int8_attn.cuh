@@ -86,15 +86,6 @@ __global__ void __launch_bounds__(kThreads) QkInt8AttnKernel(const AttnParams p)
   const int num_kv_blocks = num_kv_blocks_for(p, q0);
 
   // ---- async tile loads (16-byte chunks; rows past the end are zero-filled) ----
-  auto load_q = [&]() {
-    constexpr int kChunks = D / 16;
-    for (int c = tid; c < kCtaQ * kChunks; c += kThreads) {
-      const int row = c / kChunks, col = (c % kChunks) * 16;
-      const bool ok = q0 + row < p.lq;
-      const int8_t* src = q_base + (ok ? (q0 + row) * p.q_stride[2] : 0) + col;
-      ptx::cp_async_16(ptx::smem_addr(q_smem + row * S::kQPitch + col), src, ok);
-    }
-  };
   auto load_kv = [&](int block, int stage) {
     const int kv0 = block * kCtaK;
     constexpr int kKChunks = D / 16;
@@ -125,7 +116,7 @@ __global__ void __launch_bounds__(kThreads) QkInt8AttnKernel(const AttnParams p)
     }
   };
 
-  load_q();
+  load_q_tile<D, S::kQPitch, kThreads>(q_smem, q_base, p, q0, tid);
   if (num_kv_blocks > 0) load_kv(0, 0);
   ptx::cp_async_commit();
 
@@ -160,13 +151,7 @@ __global__ void __launch_bounds__(kThreads) QkInt8AttnKernel(const AttnParams p)
       ptx::cp_async_wait<0>();
     }
     __syncthreads();
-    if (block == 0) {
-#pragma unroll
-      for (int kk = 0; kk < D / 32; ++kk) {
-        const int row = warp * kWarpQ + (lane & 7) + ((lane >> 3) & 1) * 8;
-        ptx::ldmatrix_x4(q_frag[kk], ptx::smem_addr(q_smem + row * S::kQPitch + kk * 32 + (lane >> 4) * 16));
-      }
-    }
+    if (block == 0) load_q_fragments<D, S::kQPitch>(q_frag, q_smem, warp, lane);
     const uint8_t* ks = k_smem + stage * S::kKBytes;
     const uint8_t* vs = v_smem + stage * S::kVBytes;
     const int kv0 = block * kCtaK;

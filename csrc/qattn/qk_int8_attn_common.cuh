@@ -36,6 +36,32 @@ __device__ __forceinline__ int num_kv_blocks_for(const AttnParams& p, int q0) {
   return blocks;
 }
 
+// The CTA's kCtaQ x D int8 Q tile into rows of kQPitch bytes (16-byte cp.async chunks; rows past
+// L_q are zero-filled). Both kernels keep Q in this padded layout for ldmatrix.
+template <int D, int kQPitch, int kNumThreads>
+__device__ __forceinline__ void load_q_tile(uint8_t* q_smem, const int8_t* q_base, const AttnParams& p, int q0,
+                                            int tid) {
+  constexpr int kChunks = D / 16;
+  for (int c = tid; c < kCtaQ * kChunks; c += kNumThreads) {
+    const int row = c / kChunks, col = (c % kChunks) * 16;
+    const bool ok = q0 + row < p.lq;
+    const int8_t* src = q_base + (ok ? (q0 + row) * p.q_stride[2] : 0) + col;
+    ptx::cp_async_16(ptx::smem_addr(q_smem + row * kQPitch + col), src, ok);
+  }
+}
+
+// The warp's 16 Q rows as the A fragments of the k32 INT8 MMA (mma.m16n8k32 and, per warp, wgmma
+// m64nNk32 with A from registers), one per 32 channels.
+template <int D, int kQPitch>
+__device__ __forceinline__ void load_q_fragments(uint32_t (&q_frag)[D / 32][4], const uint8_t* q_smem, int warp,
+                                                 int lane) {
+#pragma unroll
+  for (int kk = 0; kk < D / 32; ++kk) {
+    const int row = warp * kWarpQ + (lane & 7) + ((lane >> 3) & 1) * 8;
+    ptx::ldmatrix_x4(q_frag[kk], ptx::smem_addr(q_smem + row * kQPitch + kk * 32 + (lane >> 4) * 16));
+  }
+}
+
 // This lane's Q scale (its warp slab's group; per-warp scales: one group) times qk_scale.
 __device__ __forceinline__ float lane_q_scale(const AttnParams& p, int batch, int head, int q_block, int warp,
                                               int group) {

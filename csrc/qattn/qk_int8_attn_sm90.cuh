@@ -95,15 +95,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) QkInt8AttnSm90Kernel(const At
 
   const int num_kv_blocks = num_kv_blocks_for(p, q0);
 
-  auto load_q = [&]() {
-    constexpr int kChunks = D / 16;
-    for (int c = tid; c < kCtaQ * kChunks; c += kSm90Threads) {
-      const int row = c / kChunks, col = (c % kChunks) * 16;
-      const bool ok = q0 + row < p.lq;
-      const int8_t* src = q_base + (ok ? (q0 + row) * p.q_stride[2] : 0) + col;
-      ptx::cp_async_16(ptx::smem_addr(q_smem + row * S::kQPitch + col), src, ok);
-    }
-  };
   // Copy index c -> (row, chunk) such that the destination is byte 16 c of the core-matrix tile.
   auto load_kv = [&](int block, int stage) {
     const int kv0 = block * kCtaK;
@@ -129,7 +120,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) QkInt8AttnSm90Kernel(const At
     }
   };
 
-  load_q();
+  load_q_tile<D, S::kQPitch, kSm90Threads>(q_smem, q_base, p, q0, tid);
   if (num_kv_blocks > 0) load_kv(0, 0);
   ptx::cp_async_commit();
 
@@ -158,13 +149,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) QkInt8AttnSm90Kernel(const At
     // cp.async wrote through the generic proxy; wgmma reads shared memory through the async proxy.
     ptx::fence_proxy_async_smem();
     __syncthreads();
-    if (block == 0) {
-#pragma unroll
-      for (int kk = 0; kk < D / 32; ++kk) {
-        const int row = warp * kWarpQ + (lane & 7) + ((lane >> 3) & 1) * 8;
-        ptx::ldmatrix_x4(q_frag[kk], ptx::smem_addr(q_smem + row * S::kQPitch + kk * 32 + (lane >> 4) * 16));
-      }
-    }
+    if (block == 0) load_q_fragments<D, S::kQPitch>(q_frag, q_smem, warp, lane);
     const uint32_t ks_addr = ptx::smem_addr(k_smem + stage * S::kKBytes);
     const uint32_t vs_addr = ptx::smem_addr(v_smem + stage * S::kVBytes);
     const int kv0 = block * kCtaK;
