@@ -182,50 +182,76 @@ def build_info_source(cell: str, archs: str, torch_version: str, torch_cuda: str
     )
 
 
-def main() -> None:
-    from setuptools import find_packages, setup
-    from setuptools.command.build_py import build_py
-
-    import torch
-    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CUDAExtension
-
-    from scripts.cuda_archs import ArchError, gencode_flags, validate_arch_list
-
+def arch_list_from_env(example_cmd: str, build_cmd: str) -> str:
+    """``$TORCH_CUDA_ARCH_LIST``, or exit saying how to get one (builds never probe GPUs)."""
     archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
     if not archs:
         raise SystemExit(
             "setup.py: TORCH_CUDA_ARCH_LIST is not set. Builds never probe GPUs: use "
-            "`python -m scripts.build` (which sets it) or export the list, e.g. "
-            "TORCH_CUDA_ARCH_LIST=\"$(python -m scripts.cuda_archs 13.0)\""
+            f"`{build_cmd}` (which sets it) or export the list, e.g. "
+            f"TORCH_CUDA_ARCH_LIST=\"$({example_cmd})\""
         )
-    if CUDA_HOME is None or torch.version.cuda is None:
-        raise SystemExit(
-            f"setup.py: needs a CUDA build of torch and a CUDA toolkit (torch {torch.__version__}, "
-            f"torch.version.cuda={torch.version.cuda}, CUDA_HOME={CUDA_HOME}); see `python -m scripts.preflight`"
-        )
+    return archs
+
+
+def toolkit_release(torch, cuda_home: str | None) -> tuple[tuple[int, int], str]:
+    """``((major, minor), full version)`` of ``$CUDA_HOME/bin/nvcc``; exits without a CUDA torch
+    and toolkit, or when nvcc's version cannot be read."""
     import subprocess
 
-    nvcc_text = subprocess.run([os.path.join(CUDA_HOME, "bin", "nvcc"), "--version"], check=True,
+    if cuda_home is None or torch.version.cuda is None:
+        raise SystemExit(
+            f"setup.py: needs a CUDA build of torch and a CUDA toolkit (torch {torch.__version__}, "
+            f"torch.version.cuda={torch.version.cuda}, CUDA_HOME={cuda_home}); see `python -m scripts.preflight`"
+        )
+    nvcc_text = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"], check=True,
                                stdout=subprocess.PIPE, text=True).stdout
     release = re.search(r"release (\d+)\.(\d+)", nvcc_text)
     if release is None:
         raise SystemExit(f"setup.py: cannot read the CUDA release from `nvcc --version`:\n{nvcc_text}")
     nvcc_release = (int(release.group(1)), int(release.group(2)))
     full = re.search(r"\bV(\d+\.\d+\.\d+)", nvcc_text)
+    return nvcc_release, full.group(1) if full else "%d.%d" % nvcc_release
+
+
+def build_py_writing_info(package: str, info: str):
+    """A setuptools ``build_py`` that also writes ``<package>/_build_info.py`` (text ``info``) into
+    the build tree, never into the source tree."""
+    from setuptools.command.build_py import build_py
+
+    class BuildPyWithInfo(build_py):
+        def run(self) -> None:
+            super().run()
+            target = Path(self.build_lib) / package / "_build_info.py"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(info)
+
+    return BuildPyWithInfo
+
+
+def build_dir_options(build_dir_name: str) -> dict:
+    """setuptools options putting objects and egg-info under ``$SAGEATTN_BUILD_TEMP`` when set."""
+    build_temp = os.environ.get("SAGEATTN_BUILD_TEMP")
+    if not build_temp:
+        return {}
+    return {"build": {"build_base": os.path.join(build_temp, build_dir_name)}, "egg_info": {"egg_base": build_temp}}
+
+
+def main() -> None:
+    from setuptools import find_packages, setup
+
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CUDAExtension
+
+    from scripts.cuda_archs import ArchError, gencode_flags, validate_arch_list
+
+    archs = arch_list_from_env("python -m scripts.cuda_archs 13.0", "python -m scripts.build")
+    nvcc_release, nvcc_version = toolkit_release(torch, CUDA_HOME)
     try:
         arch_list = validate_arch_list(archs, "%d.%d" % nvcc_release, torch.__version__)
     except ArchError as exc:
         raise SystemExit(f"setup.py: {exc}") from None
     include_cxx, include_nvcc = include_dir_flags(_cuda_include_dirs(CUDA_HOME))
-
-    class BuildPyWithInfo(build_py):
-        """Write _build_info.py into the build tree (never into the source tree)."""
-
-        def run(self) -> None:
-            super().run()
-            target = Path(self.build_lib) / "sageattention" / "_build_info.py"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(info)
 
     try:
         head_dims = head_dims_from_env(os.environ.get("SAGEATTN_HEAD_DIMS"))
@@ -238,7 +264,7 @@ def main() -> None:
         archs=";".join(arch_list),
         torch_version=torch.__version__,
         torch_cuda=torch.version.cuda,
-        nvcc=full.group(1) if full else "%d.%d" % nvcc_release,
+        nvcc=nvcc_version,
         op_archs={FAMILY_OPS[family]: archs for family, (_, archs) in groups.items()},
     )
 
@@ -264,11 +290,6 @@ def main() -> None:
             ext.extra_objects = list(ext.extra_objects or []) + extra_objects
             super().build_extension(ext)
 
-    options = {}
-    build_temp = os.environ.get("SAGEATTN_BUILD_TEMP")
-    if build_temp:
-        options = {"build": {"build_base": os.path.join(build_temp, "build")},
-                   "egg_info": {"egg_base": build_temp}}
 
     setup(
         name="sageattention",
@@ -285,8 +306,8 @@ def main() -> None:
                                     + include_nvcc},
             )
         ],
-        cmdclass={"build_ext": BuildExtWithArchGroups.with_options(use_ninja=True), "build_py": BuildPyWithInfo},
-        options=options,
+        cmdclass={"build_ext": BuildExtWithArchGroups.with_options(use_ninja=True), "build_py": build_py_writing_info("sageattention", info)},
+        options=build_dir_options("build"),
     )
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -101,7 +100,6 @@ def build_info_source(cell: str, archs: str, torch_version: str, torch_cuda: str
 
 def main() -> None:
     from setuptools import find_packages, setup
-    from setuptools.command.build_py import build_py
 
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CUDAExtension
@@ -109,29 +107,13 @@ def main() -> None:
     from scripts.cuda_archs import ArchError, gencode_flags, parse_version, validate_arch_list
 
     root = _root_setup()
-    archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
-    if not archs:
-        raise SystemExit(
-            "setup.py: TORCH_CUDA_ARCH_LIST is not set. Builds never probe GPUs: use "
-            "`python -m scripts.build --package sageattn3` (which sets it) or export the list, e.g. "
-            "TORCH_CUDA_ARCH_LIST=\"$(python -m scripts.cuda_archs 13.0 --package sageattn3)\""
-        )
-    if CUDA_HOME is None or torch.version.cuda is None:
-        raise SystemExit(
-            f"setup.py: needs a CUDA build of torch and a CUDA toolkit (torch {torch.__version__}, "
-            f"torch.version.cuda={torch.version.cuda}, CUDA_HOME={CUDA_HOME}); see `python -m scripts.preflight`"
-        )
+    archs = root.arch_list_from_env("python -m scripts.cuda_archs 13.0 --package sageattn3",
+                                    "python -m scripts.build --package sageattn3")
+    nvcc_release, nvcc_version = root.toolkit_release(torch, CUDA_HOME)
     if parse_version(torch.__version__) < MIN_TORCH:
         raise SystemExit(f"setup.py: sageattn3 needs torch >= 2.7 (its cpp_extension must know arch 12.0), got {torch.__version__}")
-    nvcc_text = subprocess.run([os.path.join(CUDA_HOME, "bin", "nvcc"), "--version"], check=True,
-                               stdout=subprocess.PIPE, text=True).stdout
-    release = re.search(r"release (\d+)\.(\d+)", nvcc_text)
-    if release is None:
-        raise SystemExit(f"setup.py: cannot read the CUDA release from `nvcc --version`:\n{nvcc_text}")
-    nvcc_release = (int(release.group(1)), int(release.group(2)))
     if nvcc_release < MIN_CUDA:
         raise SystemExit(f"setup.py: sageattn3 needs CUDA >= 12.8 (sm_100a/sm_120a), nvcc is {nvcc_release[0]}.{nvcc_release[1]}")
-    full = re.search(r"\bV(\d+\.\d+\.\d+)", nvcc_text)
     emulated = os.environ.get(EMULATED_ENV, "") == "1"
     try:
         arch_list = validate_arch_list(archs, "%d.%d" % nvcc_release, torch.__version__)
@@ -146,25 +128,10 @@ def main() -> None:
         archs=";".join(arch_list),
         torch_version=torch.__version__,
         torch_cuda=torch.version.cuda,
-        nvcc=full.group(1) if full else "%d.%d" % nvcc_release,
+        nvcc=nvcc_version,
         dims=dims,
         emulated=emulated,
     )
-
-    class BuildPyWithInfo(build_py):
-        """Write _build_info.py into the build tree (never into the source tree)."""
-
-        def run(self) -> None:
-            super().run()
-            target = Path(self.build_lib) / "sageattn3" / "_build_info.py"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(info)
-
-    options = {}
-    build_temp = os.environ.get("SAGEATTN_BUILD_TEMP")
-    if build_temp:
-        options = {"build": {"build_base": os.path.join(build_temp, "build3")},
-                   "egg_info": {"egg_base": build_temp}}
 
     os.chdir(HERE)  # sources are relative to this directory
     setup(
@@ -182,8 +149,8 @@ def main() -> None:
                                     + macro_flags(dims) + include_nvcc},
             )
         ],
-        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True), "build_py": BuildPyWithInfo},
-        options=options,
+        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True), "build_py": root.build_py_writing_info("sageattn3", info)},
+        options=root.build_dir_options("build3"),
     )
 
 
