@@ -9,6 +9,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace sageattention {
@@ -85,6 +86,23 @@ inline void check_mean(const at::Tensor& x, const at::Tensor& mean, bool nhd, co
               x.size(3), "], got ", mean.sizes());
   TORCH_CHECK(mean.stride(3) == 1, "sageattention: ", name,
               " must have a contiguous last dimension");
+}
+
+// The optional mean a quantizer subtracts (K smoothing), checked, as kernel arguments: its data
+// pointer (null without one) and [B, H] strides.
+struct MeanArg {
+  const float* ptr = nullptr;
+  TokenStrides strides{0, 0, 0};
+};
+
+inline MeanArg optional_mean(const at::Tensor& x, const std::optional<at::Tensor>& mean, bool nhd) {
+  MeanArg arg;
+  if (mean.has_value()) {
+    check_mean(x, *mean, nhd, "mean");
+    arg.strides = TokenStrides{mean->stride(0), mean->stride(1), 0};
+    arg.ptr = mean->data_ptr<float>();
+  }
+  return arg;
 }
 
 // Batch and head counts fit the grid's y/z dims; the token count fits an int.

@@ -168,13 +168,7 @@ void quant_per_block_int8(const at::Tensor& x, at::Tensor& x_int8, at::Tensor& s
                   scale.size(2) == blocks,
               "sageattention: scale must have shape [", batch, ", ", heads, ", ", blocks,
               "] (ceil(L / block_size) blocks), got ", scale.sizes());
-  TokenStrides mean_strides{0, 0, 0};
-  const float* mean_ptr = nullptr;
-  if (mean.has_value()) {
-    check_mean(x, *mean, nhd, "mean");
-    mean_strides = TokenStrides{mean->stride(0), mean->stride(1), 0};
-    mean_ptr = mean->data_ptr<float>();
-  }
+  const MeanArg mean_arg = optional_mean(x, mean, nhd);
   if (blocks == 0 || batch == 0 || heads == 0) return;
 
   const c10::cuda::CUDAGuard device_guard(x.device());
@@ -188,13 +182,13 @@ void quant_per_block_int8(const at::Tensor& x, at::Tensor& x_int8, at::Tensor& s
   if (x.scalar_type() == at::kHalf) {
     QuantPerBlockInt8Kernel<__half><<<grid, kQuantThreads, 0, stream>>>(
         reinterpret_cast<const __half*>(x.data_ptr()), x_int8.data_ptr<int8_t>(),
-        scale.data_ptr<float>(), mean_ptr, x_strides, out_strides, scale_strides, mean_strides,
+        scale.data_ptr<float>(), mean_arg.ptr, x_strides, out_strides, scale_strides, mean_arg.strides,
         static_cast<int>(tokens), static_cast<int>(head_dim), static_cast<int>(block_size),
         pre_scale_f);
   } else {
     QuantPerBlockInt8Kernel<__nv_bfloat16><<<grid, kQuantThreads, 0, stream>>>(
         reinterpret_cast<const __nv_bfloat16*>(x.data_ptr()), x_int8.data_ptr<int8_t>(),
-        scale.data_ptr<float>(), mean_ptr, x_strides, out_strides, scale_strides, mean_strides,
+        scale.data_ptr<float>(), mean_arg.ptr, x_strides, out_strides, scale_strides, mean_arg.strides,
         static_cast<int>(tokens), static_cast<int>(head_dim), static_cast<int>(block_size),
         pre_scale_f);
   }

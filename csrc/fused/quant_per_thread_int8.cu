@@ -146,13 +146,7 @@ void quant_per_thread_int8(const at::Tensor& x, at::Tensor& x_int8, at::Tensor& 
               "] (ceil(L / block) * (block / warp) * groups_per_warp) with a contiguous last "
               "dimension, got ",
               scale.sizes());
-  TokenStrides mean_strides{0, 0, 0};
-  const float* mean_ptr = nullptr;
-  if (mean.has_value()) {
-    check_mean(x, *mean, nhd, "mean");
-    mean_strides = TokenStrides{mean->stride(0), mean->stride(1), 0};
-    mean_ptr = mean->data_ptr<float>();
-  }
+  const MeanArg mean_arg = optional_mean(x, mean, nhd);
   TORCH_CHECK(slabs <= INT32_MAX, "sageattention: too many slabs: ", slabs);
   if (slabs == 0 || batch == 0 || heads == 0) return;
 
@@ -166,8 +160,8 @@ void quant_per_thread_int8(const at::Tensor& x, at::Tensor& x_int8, at::Tensor& 
   auto launch = [&](auto* typed_x) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(typed_x)>>;
     QuantPerThreadInt8Kernel<T><<<grid, kPerThreadThreads, 0, stream>>>(
-        typed_x, x_int8.data_ptr<int8_t>(), scale.data_ptr<float>(), mean_ptr, x_strides,
-        out_strides, scale_strides, mean_strides, static_cast<int>(tokens),
+        typed_x, x_int8.data_ptr<int8_t>(), scale.data_ptr<float>(), mean_arg.ptr, x_strides,
+        out_strides, scale_strides, mean_arg.strides, static_cast<int>(tokens),
         static_cast<int>(head_dim), static_cast<int>(x_int8.size(3)), static_cast<int>(warp),
         static_cast<int>(groups_per_warp), static_cast<float>(pre_scale));
   };
