@@ -39,7 +39,7 @@ def require_op(op: str) -> None:
     if not _ops.cuda_ops_available():
         pytest.skip(f"compiled ops not built: {_ops.missing_build_reason()}")
     if op not in _support.built_cuda_ops():
-        pytest.skip(f"this build has no CUDA kernel for sageattention::{op} (its arch family was not in the arch list)")
+        pytest.skip(f"this build has no CUDA kernel for sageattention::{op} (not compiled into it: for attention ops, its arch family was not in the arch list)")
 
 
 def make_qkv(*, b=1, hq=2, hkv=2, lq=65, lk=65, d=64, layout="HND", dtype=torch.float16, k_bias=0.0):

@@ -15,6 +15,8 @@ import torch
 from sageattention import _ops
 from sageattention.testing.reference import LOG2E, quant_int8_slab_groups, to_hnd
 
+from _qattn_cuda import require_op
+
 #: (block, warp, groups_per_warp, pre_scale, with_mean): the four groupings api._cuda_quantize uses.
 GROUPINGS = {
     "q-per-thread": (128, 16, 8, 0.125 * LOG2E, False),
@@ -25,18 +27,9 @@ GROUPINGS = {
 LENGTHS = [1, 7, 15, 16, 17, 63, 64, 65, 127, 129, 1000]
 
 
-def require_kernel():
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
-    if not _ops.cuda_ops_available():
-        pytest.skip(f"compiled ops not built: {_ops.missing_build_reason()}")
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("sageattention::quant_per_thread_int8", "CUDA"):
-        pytest.skip("this build has no CUDA kernel for sageattention::quant_per_thread_int8")
-
-
 @pytest.fixture
 def gpu():
-    require_kernel()
+    require_op("quant_per_thread_int8")
 
 
 def make(shape_bhld, layout, dtype, *, sliced=False, bias=0.0):

@@ -16,23 +16,15 @@ import torch
 from sageattention import _ops
 
 from _opcheck import check_schema_by_bytes
+from _qattn_cuda import require_op
 
 LENGTHS = [1, 15, 16, 17, 63, 64, 65, 127, 1000]
 SCALE_MAX = [448.0, 2.25]  # api._FP8_V_SCALE_MAX: fp32 accumulation / SageAttention2++
 
 
-def require_kernel():
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
-    if not _ops.cuda_ops_available():
-        pytest.skip(f"compiled ops not built: {_ops.missing_build_reason()}")
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("sageattention::quant_v_fp8_operand", "CUDA"):
-        pytest.skip("this build has no CUDA kernel for sageattention::quant_v_fp8_operand")
-
-
 @pytest.fixture
 def gpu():
-    require_kernel()
+    require_op("quant_v_fp8_operand")
 
 
 def make(shape_bhld, layout, dtype, *, sliced=False, integers=False):

@@ -183,20 +183,12 @@ def sageattn3_blackwell(
     use_kernel = (capability is not None and capability[0] in BLACKWELL_MAJORS
                   and _compiled_kernel_available(capability) and q.shape[-1] <= max(_ops.head_dims()))
     if use_kernel:
-        out, lse = _ops.attn_forward(
-            _to_hnd(q, tensor_layout),
-            _to_hnd(k, tensor_layout),
-            _to_hnd(v, tensor_layout),
-            is_causal=bool(is_causal),
-            sm_scale=sm_scale,
-            per_block_mean=bool(per_block_mean),
-        )
-        out = _to_hnd(out, tensor_layout).to(q.dtype)
-        return (out, lse) if return_lse else out
-    opted_in = bool(allow_reference) or os.environ.get(ALLOW_REFERENCE_ENV, "") == "1"
-    if not opted_in:
+        attention = _ops.attn_forward
+    elif bool(allow_reference) or os.environ.get(ALLOW_REFERENCE_ENV, "") == "1":
+        attention = sageattn3_reference
+    else:
         raise RuntimeError(kernel_unavailable_reason(capability, device_name))
-    out, lse = sageattn3_reference(
+    out, lse = attention(
         _to_hnd(q, tensor_layout),
         _to_hnd(k, tensor_layout),
         _to_hnd(v, tensor_layout),
