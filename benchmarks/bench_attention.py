@@ -221,6 +221,8 @@ def kernel_impl(name: str, scheme):
 CUDA_KERNELS = {
     "qk_int8_sv_f16_attn": ("fp16", "fp32", FP16_SCHEME),
     "qk_int8_sv_f8_attn": ("fp8", "fp32+fp16", ("int8", "fp8", "fp32+fp16")),
+    # Issue 6's wgmma kernel (9.0a builds only); it implements "fp32+fp32" alone.
+    "qk_int8_sv_f8_attn_sm90": ("fp8", "fp32+fp32", ("int8", "fp8", "fp32+fp32")),
 }
 
 
@@ -246,8 +248,8 @@ def cuda_kernel_impl(op_name: str):
                   pv_accum_dtype=accum, output_dtype=q.dtype)
         if pv == "fp16":
             return lambda: _ops.qk_int8_sv_f16_attn(ops.q_i8, ops.k_i8, ops.v, ops.q_scale, ops.k_scale, **kw)[0]
-        return lambda: _ops.qk_int8_sv_f8_attn(ops.q_i8, ops.k_i8, ops.v, ops.v_scale, ops.q_scale, ops.k_scale,
-                                               **kw)[0]
+        fp8_op = getattr(_ops, op_name)
+        return lambda: fp8_op(ops.q_i8, ops.k_i8, ops.v, ops.v_scale, ops.q_scale, ops.k_scale, **kw)[0]
 
     def check(result, q, k, v, shape):
         return common.check_attention(result, q, k, v, shape, scheme)

@@ -553,11 +553,13 @@ class _CudaOperands:
     v_mean: torch.Tensor | None  # smooth_v: added back to the output, in v's layout, unpadded
 
 
-#: Which quantizers feed the mma.sync ops: "triton" (sageattention/triton/) or "cuda" (the fused
-#: kernels of csrc/fused/: quant_per_thread_int8, quant_v_fp8_operand). "triton" until the CUDA
-#: quantizers have passed tests/test_quant_per_thread_int8_cuda.py and
-#: tests/test_quant_v_fp8_operand_cuda.py on a GPU.
-_CUDA_QUANTIZATION_BACKEND = "triton"
+#: Which quantizers feed the CUDA attention ops: "triton" (sageattention/triton/) or "cuda" (the
+#: fused kernels of csrc/fused/: quant_per_thread_int8, quant_v_fp8_operand, compiled into every
+#: build that has the attention ops). "cuda": they passed their GPU tests and are faster on the
+#: H100 (FP8 operands, B=4 H=32 bf16, hd128: 0.20 / 0.72 / 2.73 ms vs Triton 0.60 / 1.24 / 4.41 ms
+#: at 1K / 4K / 16K; hd64 16K is the one case where Triton wins, 1.84 vs 2.01 ms;
+#: benchmarks/results/h100-2026-11-23-session3/).
+_CUDA_QUANTIZATION_BACKEND = "cuda"
 
 
 def _cuda_quantize(q, k, v, *, tensor_layout, qk_quant_gran, sm_scale, pv_accum_dtype, smooth_k, smooth_v, pv, d,
@@ -680,8 +682,9 @@ def _cuda_attention(
         if pv == "fp16":
             out, lse2 = _ops.qk_int8_sv_f16_attn(ops.q_i8, ops.k_i8, ops.v, ops.q_scale, ops.k_scale, **common)
         else:
-            out, lse2 = _ops.qk_int8_sv_f8_attn(ops.q_i8, ops.k_i8, ops.v, ops.v_scale, ops.q_scale, ops.k_scale,
-                                                **common)
+            # The sm89 and sm90 FP8 ops take the same operands (_ops.fp8_v_operand).
+            fp8_op = getattr(_ops, _support.VARIANTS[fn].cuda_op)
+            out, lse2 = fp8_op(ops.q_i8, ops.k_i8, ops.v, ops.v_scale, ops.q_scale, ops.k_scale, **common)
     out = out[..., :d]
     if ops.v_mean is not None:
         vm = ops.v_mean.repeat_interleave(hq // hkv, dim=1 if tensor_layout == "HND" else 2)
@@ -805,7 +808,13 @@ def sageattn_qk_int8_pv_fp8_cuda_sm90(
     return_lse: bool = False,
     **kwargs,
 ):
-    """SageAttention2 Hopper kernel (WGMMA): INT8 Q·Kᵀ, FP8 P·V, sm90 only.
+    """SageAttention2 Hopper kernel (wgmma): INT8 Q·Kᵀ, FP8 P·V, sm90 (H100/H200) only, built for ``9.0a``.
+
+    Same operands as :func:`sageattn_qk_int8_pv_fp8_cuda` (Q/K INT8 per thread or per warp, V FP8
+    e4m3 per channel); P·V is accumulated per 64-key block from zero and added to FP32 (two-level
+    accumulation). Head dims 64 and 128 natively, others up to 128 padded. Measured on the H100
+    (``benchmarks/results/``): correct, but still slower than :func:`sageattn_qk_int8_pv_fp8_triton`
+    (no TMA or warp specialization yet, issue 6), so ``sageattn`` prefers the Triton kernel on sm90.
 
     Parameters
     ----------
@@ -828,8 +837,11 @@ def sageattn_qk_int8_pv_fp8_cuda_sm90(
          ("pv_accum_dtype", pv_accum_dtype, ("fp32+fp32",))),
         sm_scale, kwargs,
     )
-    _require_cuda_op(fn, _support.VARIANTS[fn].cuda_op, q.device)
-    raise RuntimeError(f"{fn}: the Python binding of sageattention::{_support.VARIANTS[fn].cuda_op} is not written yet")
+    return _cuda_attention(
+        fn, q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, qk_quant_gran=qk_quant_gran,
+        sm_scale=sm_scale, pv_accum_dtype=pv_accum_dtype, smooth_k=smooth_k, smooth_v=False,
+        return_lse=return_lse, pv="fp8",
+    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,26 +3,32 @@
 # (with --bench) the benchmark. Used on the lent H100 (py312-torch211-cu130); works on any
 # GPU machine whose python/torch/nvcc match a matrix cell. Logs go to $OUT (default ./gpu-out).
 #
-#   bash scripts/gpu_validation.sh [--cell CELL] [--archs "9.0a"] [--sage3] [--tests "PATHS"] [--bench | --bench-args "ARGS"] [--skip-build]
+#   bash scripts/gpu_validation.sh [--cell CELL] [--archs "9.0a"] [--sage3] [--sage3-blackwell] [--tests "PATHS"] [--bench | --bench-args "ARGS"] [--skip-build | --wheel WHEEL]
 #
 # --sage3 also builds sageattn3 for this GPU with the software FP4 MMA
 # (SAGEATTN3_EMULATED_MMA_BUILD=1, arch 9.0a) and installs it, so tests/test_sageattn3_kernel.py
 # executes the kernel's logic here (no Blackwell GPU: the hardware FP4 MMA never runs).
+# --sage3-blackwell builds (compile only, never runs here) the sageattn3 wheel for the cell's
+# Blackwell archs through the same build/retag/verify pipeline; log: $OUT/build_sageattn3_blackwell.log.
+# --wheel installs a sageattention wheel built earlier (e.g. one carried to the device) instead of
+# building; --skip-build uses whatever compiled extension the tree already has.
 # --tests limits pytest to the given paths/node ids (default: the whole suite, ~10 min on the H100).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-cell="" archs="" bench=0 build=1 sage3=0 tests="tests" bench_args=""
+cell="" archs="" bench=0 build=1 sage3=0 sage3_blackwell=0 tests="tests" bench_args="" prebuilt=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --cell) cell="$2"; shift 2 ;;
     --archs) archs="$2"; shift 2 ;;
     --bench) bench=1; shift ;;
     --sage3) sage3=1; shift ;;
+    --sage3-blackwell) sage3_blackwell=1; shift ;;
     --bench-args) bench=1; bench_args="$2"; shift 2 ;;
     --tests) tests="$2"; shift 2 ;;
     --skip-build) build=0; shift ;;
+    --wheel) build=0; prebuilt="$2"; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -55,11 +61,13 @@ if [ "$build" = 1 ]; then
   rc=${PIPESTATUS[0]}
   echo "build exit $rc after $(( $(date +%s) - start )) s" | tee -a "$OUT/build.log"
   [ "$rc" = 0 ] || exit "$rc"
-  wheel=$(ls -t dist/*/sageattention-*.whl | head -n 1)
-  echo "installing $wheel" | tee -a "$OUT/build.log"
-  $PY -m pip install --no-deps --force-reinstall "$wheel" 2>&1 | tail -n 1 | tee -a "$OUT/build.log"
-  # Tests import the source tree; give it the compiled extension of the wheel just built.
-  $PY - "$wheel" <<'PYEOF'
+  prebuilt=$(ls -t dist/*/sageattention-*.whl | head -n 1)
+fi
+if [ -n "$prebuilt" ]; then
+  echo "installing $prebuilt" | tee -a "$OUT/build.log"
+  $PY -m pip install --no-deps --force-reinstall "$prebuilt" 2>&1 | tail -n 1 | tee -a "$OUT/build.log"
+  # Tests import the source tree; give it the compiled extension of the wheel.
+  $PY - "$prebuilt" <<'PYEOF' | tee -a "$OUT/build.log"
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as zf:
     for name in zf.namelist():
@@ -76,7 +84,20 @@ if [ "$build" = 1 ] && [ "$sage3" = 1 ]; then
   [ "${PIPESTATUS[0]}" = 0 ] || exit 1
   wheel3=$(ls -t dist/*/sageattn3-*.whl | head -n 1)
   $PY -m pip install --no-deps --force-reinstall "$wheel3" 2>&1 | tail -n 1 | tee -a "$OUT/build_sageattn3.log"
+  # A test-only build (software FP4 MMA for sm_90): never leave it in dist/ to be published, and
+  # keep the name free for --sage3-blackwell's real wheel (dist/ refuses to overwrite).
+  rm -f "$wheel3" && echo "removed test-only $wheel3 from dist/" | tee -a "$OUT/build_sageattn3.log"
   export SAGEATTN3_REQUIRE_KERNEL_TEST=1
+fi
+
+if [ "$build" = 1 ] && [ "$sage3_blackwell" = 1 ]; then
+  bargs=(--package sageattn3)
+  [ -n "$cell" ] && bargs+=(--cell "$cell")
+  start=$(date +%s)
+  $PY -m scripts.build "${bargs[@]}" 2>&1 | tee "$OUT/build_sageattn3_blackwell.log"
+  rc=${PIPESTATUS[0]}
+  echo "sageattn3 Blackwell build exit $rc after $(( $(date +%s) - start )) s" | tee -a "$OUT/build_sageattn3_blackwell.log"
+  [ "$rc" = 0 ] || status=1
 fi
 
 # The conda packaging tests need py-rattler(-build), which the GPU image lacks and cannot download;

@@ -2,8 +2,8 @@
 
 GPU tests (skip without a GPU or without the op in the build: it is compiled only for ``9.0a``).
 The op shares operands, scheme and emulation with ``qk_int8_sv_f8_attn`` ("fp32+fp32", 64-key
-blocks), so the same yardsticks apply (tests/_qattn_cuda.py). It is not reachable from
-``sageattn`` yet (issue 6): these tests call it through ``_ops``.
+blocks), so the same yardsticks apply (tests/_qattn_cuda.py). Public entry point:
+``sageattn_qk_int8_pv_fp8_cuda_sm90``; ``sageattn`` prefers Triton FP8 on sm90 while it is faster.
 
 When a case fails, run the two diagnostics first (``-k diagnostic``): the uniform-P one checks the
 Vᵀ descriptor alone, the identity-V one reads P back and checks the Q·Kᵀ wgmma, the S accumulator
@@ -17,6 +17,8 @@ import torch
 
 from sageattention import _ops
 from sageattention.testing.emulation import attn_qk_int8_mma_emulated, quant_per_channel_fp8_ref
+from sageattention.testing.metrics import LSE_MAX_ABS_ERROR, TOLERANCES, metrics
+from sageattention.testing.reference import attention_ref
 
 from _opcheck import check_schema_by_bytes
 from _qattn_cuda import FP8_V_SCALE_MAX, LENGTHS, make_qkv, quantize_qk, require_op, run_and_check
@@ -193,12 +195,43 @@ def test_the_op_rejects_bad_input(index, bad, message):
         torch.ops.sageattention.qk_int8_sv_f8_attn_sm90(*args)
 
 
-def test_public_entry_point_stays_unreachable():
-    """Issue 6, first increment: untested GPU code must not be reachable from sageattn."""
+# ---- public entry point ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("d", [32, 64, 72, 128])
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+def test_api_head_dims_gqa_and_lse(layout, d):
     import sageattention
+
+    q, k, v = make_qkv(b=1, hq=4, hkv=2, lq=300, lk=300, d=d, layout=layout, k_bias=2.0)
+    out, lse = sageattention.sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, tensor_layout=layout, is_causal=True,
+                                                               return_lse=True)
+    ref, ref_lse = attention_ref(q, k, v, tensor_layout=layout, is_causal=True)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    got = metrics(out, ref)
+    tol = TOLERANCES[("int8", "fp8", ACCUM)]
+    assert got["cosine"] >= tol.min_cosine["biased_k"] and got["rel_l1"] <= tol.max_rel_l1["biased_k"], got
+    assert (lse.double() - ref_lse).abs().max().item() <= LSE_MAX_ABS_ERROR
+
+
+def test_api_non_contiguous_inputs():
+    import sageattention
+
+    big = torch.randn(2, 300, 6, 160, device="cuda", dtype=torch.bfloat16)
+    q, k, v = big[:, :, 0:2, :128], big[:, :, 2:4, 16:144], big[:, :, 4:6, 32:160]
+    out = sageattention.sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, tensor_layout="NHD")
+    expected = sageattention.sageattn_qk_int8_pv_fp8_cuda_sm90(q.contiguous(), k.contiguous(), v.contiguous(),
+                                                               tensor_layout="NHD")
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+def test_sageattn_on_sm90_uses_the_measured_faster_kernel():
+    """Dispatch on the H100 follows _support.SAGEATTN_PREFERENCE (Triton FP8 first while it is faster)."""
     from sageattention import _support
 
-    assert _support.VARIANTS["sageattn_qk_int8_pv_fp8_cuda_sm90"].has_python_binding is False
-    q, k, v = make_qkv()
-    with pytest.raises(RuntimeError):
-        sageattention.sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v)
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the preference checked here is sm90's")
+    first = _support.SAGEATTN_PREFERENCE[(9, 0)][0][0]
+    chosen = _support.select_kernel((9, 0), _support.built_cuda_ops(), _support.installed_triton_version(),
+                                    _support.built_op_archs())
+    assert chosen.name == first == "sageattn_qk_int8_pv_fp8_triton"

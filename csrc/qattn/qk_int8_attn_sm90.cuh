@@ -130,7 +130,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) QkInt8AttnSm90Kernel(const At
   const int k_group_index = p.k_groups == 1 ? 0 : tig;
   constexpr float p_shift = kFp8PLog2Scale;
 
-  uint32_t q_frag[D / 32][4];
   float m_row[2] = {-INFINITY, -INFINITY};
   float l_row[2] = {0.0f, 0.0f};
   float o_acc[kDT][4];
@@ -149,7 +148,12 @@ __global__ void __launch_bounds__(kSm90Threads, 1) QkInt8AttnSm90Kernel(const At
     // cp.async wrote through the generic proxy; wgmma reads shared memory through the async proxy.
     ptx::fence_proxy_async_smem();
     __syncthreads();
-    if (block == 0) load_q_fragments<D, S::kQPitch>(q_frag, q_smem, warp, lane);
+    // Q fragments are re-read from shared memory every block (D / 32 ldmatrix.x4 per warp). Loaded
+    // once and kept in registers across the loop, ptxas (nvcc 13.0) reused those registers for P in
+    // the hd64 build (SASS: the IGMMA A registers rewritten by F2FP before the next block's IGMMA),
+    // so every block after the first multiplied P by K (H100 run, 2026-11-23, session 3).
+    uint32_t q_frag[D / 32][4];
+    load_q_fragments<D, S::kQPitch>(q_frag, q_smem, warp, lane);
     const uint32_t ks_addr = ptx::smem_addr(k_smem + stage * S::kKBytes);
     const uint32_t vs_addr = ptx::smem_addr(v_smem + stage * S::kVBytes);
     const int kv0 = block * kCtaK;
