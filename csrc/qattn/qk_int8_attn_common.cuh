@@ -26,23 +26,24 @@ __device__ __forceinline__ float quad_sum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
-// KV blocks query block q0 .. q0 + kCtaQ - 1 reads: all of them, or up to its last row's diagonal.
+// KV blocks query rows q0 .. q0 + kRows - 1 read: all of them, or up to the last row's diagonal.
+template <int kRows = kCtaQ>
 __device__ __forceinline__ int num_kv_blocks_for(const AttnParams& p, int q0) {
   int blocks = (p.lk + kCtaK - 1) / kCtaK;
   if (p.causal) {
-    const int last_row = min(q0 + kCtaQ, p.lq) - 1;  // top-left aligned: row i sees keys 0..i
+    const int last_row = min(q0 + kRows, p.lq) - 1;  // top-left aligned: row i sees keys 0..i
     blocks = min(blocks, last_row / kCtaK + 1);
   }
   return blocks;
 }
 
-// The CTA's kCtaQ x D int8 Q tile into rows of kQPitch bytes (16-byte cp.async chunks; rows past
+// The CTA's kRows x D int8 Q tile into rows of kQPitch bytes (16-byte cp.async chunks; rows past
 // L_q are zero-filled). Both kernels keep Q in this padded layout for ldmatrix.
-template <int D, int kQPitch, int kNumThreads>
+template <int D, int kQPitch, int kNumThreads, int kRows = kCtaQ>
 __device__ __forceinline__ void load_q_tile(uint8_t* q_smem, const int8_t* q_base, const AttnParams& p, int q0,
                                             int tid) {
   constexpr int kChunks = D / 16;
-  for (int c = tid; c < kCtaQ * kChunks; c += kNumThreads) {
+  for (int c = tid; c < kRows * kChunks; c += kNumThreads) {
     const int row = c / kChunks, col = (c % kChunks) * 16;
     const bool ok = q0 + row < p.lq;
     const int8_t* src = q_base + (ok ? (q0 + row) * p.q_stride[2] : 0) + col;

@@ -47,10 +47,12 @@ struct AttnParams {
 template <int D, PvMode M>
 cudaError_t launch_qk_int8_attn(const AttnParams& params, int batch, int heads, cudaStream_t stream);
 
-// Hopper (sm_90a) variant: the same tiles (kCtaQ = 128 query rows, kCtaK = 64 keys) and the same
-// AttnParams / scale / FP8 V operand contract as kF8Acc32Buf above, computed with wgmma by two
-// warpgroups of 64 rows (qk_int8_attn_sm90.cuh). Grid ceil(L_q / 128) x heads x batch, 256 threads.
-constexpr int kSm90Threads = 256;
+// Hopper (sm_90a) variant: the same AttnParams / scale / FP8 V operand contract as kF8Acc32Buf
+// above (scales laid out for 128-row query blocks, 64-key blocks), computed with wgmma by one
+// warpgroup per CTA of 64 query rows (qk_int8_attn_sm90.cuh). Grid ceil(L_q / 64) x heads x batch,
+// 128 threads, two CTAs per SM.
+constexpr int kSm90Rows = 64;
+constexpr int kSm90Threads = 128;
 template <int D>
 cudaError_t launch_qk_int8_attn_sm90(const AttnParams& params, int batch, int heads, cudaStream_t stream);
 

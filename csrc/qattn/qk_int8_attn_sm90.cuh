@@ -4,16 +4,21 @@
 // the tiles, the scale layouts and the FP8 V operand of the mma.sync kernel (qk_int8_attn.cuh,
 // read its header first), so the Python side (api._cuda_quantize, _ops.fp8_v_operand) is shared:
 //
-//   CTA = 128 query rows = 2 consumer warpgroups of 64 rows (256 threads); warp w (0..7) owns the
-//   16-row slab 16 w .. 16 w + 15 exactly as in the mma.sync kernel, because the wgmma
-//   accumulator gives warp (w % 4) of a warpgroup rows 16 (w % 4) .. + 15 of its 64-row tile in
-//   the mma.m16n8 layout (csrc/common/wgmma.cuh). Hence the per-thread Q scales (16-row slab,
-//   row mod 8) and K scales (64-key block, (key mod 8) / 2) apply unchanged: one Q scale and one
-//   K scale per thread per KV block.
+//   CTA = 64 query rows = one warpgroup (128 threads), two CTAs per SM. Warp w (0..3) owns the
+//   16-row slab 16 w .. 16 w + 15 of its CTA, because the wgmma accumulator gives warp w of a
+//   warpgroup rows 16 w .. + 15 of its 64-row tile in the mma.m16n8 layout (csrc/common/wgmma.cuh).
+//   Hence the per-thread Q scales (16-row slab, row mod 8; laid out per 128-row block as for the
+//   mma.sync kernel) and K scales (64-key block, (key mod 8) / 2) apply unchanged: one Q scale and
+//   one K scale per thread per KV block.
+//   Why 64-row CTAs: with two warpgroups in one 128-row CTA, the per-block __syncthreads kept both
+//   in lockstep, so their softmax phases never overlapped the other's MMAs (295 / 330 TOPS at
+//   4K / 16K hd128 kernel-only on the H100, session 3); two independent CTAs per SM can overlap,
+//   at the price of twice the K/V shared-memory fills (the Triton FP8 kernel, also 64-row tiles,
+//   reaches 640 TOPS, so L2 bandwidth is not the limit there).
 //
 //   KV loop: kCtaK = 64 keys per step, K and Vᵀ double-buffered in shared memory by cp.async.
-//     S (64 x 64 per warpgroup, s32) = D / 32 x wgmma m64n64k32.s32.s8.s8, A = Q from registers
-//       (ldmatrix once, the mma.m16n8k32 A layout), B = the K tile [64 keys][D] (K-major).
+//     S (64 x 64, s32) = D / 32 x wgmma m64n64k32.s32.s8.s8, A = Q from registers (ldmatrix,
+//       the mma.m16n8k32 A layout, re-read every block: see the loop), B = the K tile [64 keys][D].
 //     Online softmax in FP32 with exp2 (as in qk_int8_attn.cuh: P = 2^(S - m + log2 448)).
 //     R (64 x D, f32) = 2 x wgmma m64nDk32.f32.e4m3.e4m3 from zero (scale-d = 0 on the first),
 //       A = P·448 as e4m3 in registers, B = the Vᵀ tile [D channels][64 tokens] (K-major);
@@ -56,7 +61,7 @@ namespace qattn {
 template <int D>
 struct Sm90Smem {
   static constexpr int kQPitch = D + kPad;   // padded int8 Q row (ldmatrix, conflict-free)
-  static constexpr int kQBytes = kCtaQ * kQPitch;
+  static constexpr int kQBytes = kSm90Rows * kQPitch;
   static constexpr int kKBytes = kCtaK * D;  // core-matrix layout, 64 keys x D bytes
   static constexpr int kVBytes = D * kCtaK;  // core-matrix layout, D channels x 64 tokens
   static constexpr uint32_t kLbo = 128;      // K-adjacent core matrices are contiguous
@@ -67,19 +72,20 @@ struct Sm90Smem {
 };
 
 template <int D>
-__global__ void __launch_bounds__(kSm90Threads, 1) QkInt8AttnSm90Kernel(const AttnParams p) {
+__global__ void __launch_bounds__(kSm90Threads, 2) QkInt8AttnSm90Kernel(const AttnParams p) {
 #ifdef SAGEATTN_WGMMA_ENABLED
   using S = Sm90Smem<D>;
   constexpr int kNT = kCtaK / 8;  // S n-tiles per warp (8)
   constexpr int kDT = D / 8;      // O n-tiles per warp
-  static_assert(kSm90Threads == kCtaQ * 2, "two warpgroups of 64 rows");
+  static_assert(kSm90Threads == 128 && kSm90Rows == 64, "one warpgroup of 64 rows per CTA");
+  static_assert(kCtaQ % kSm90Rows == 0, "a CTA lies inside one 128-row Q-scale block");
   extern __shared__ __align__(128) uint8_t smem[];
   uint8_t* q_smem = smem;
   uint8_t* k_smem = smem + S::kQBytes;
   uint8_t* v_smem = k_smem + 2 * S::kKBytes;
 
   const int tid = threadIdx.x;
-  const int warp = tid / 32;  // 16-row slab of the CTA (warpgroup warp / 4)
+  const int warp = tid / 32;  // 16-row slab of the CTA = warp of the warpgroup
   const int lane = tid % 32;
   const int group = lane / 4;
   const int tig = lane % 4;
@@ -87,13 +93,13 @@ __global__ void __launch_bounds__(kSm90Threads, 1) QkInt8AttnSm90Kernel(const At
   const int head = blockIdx.y;
   const int batch = blockIdx.z;
   const int kv_head = head / p.kv_group;
-  const int q0 = q_block * kCtaQ;
+  const int q0 = q_block * kSm90Rows;
 
   const int8_t* q_base = p.q + batch * p.q_stride[0] + head * p.q_stride[1];
   const int8_t* k_base = p.k + batch * p.k_stride[0] + kv_head * p.k_stride[1];
   const uint8_t* v_base = static_cast<const uint8_t*>(p.v) + batch * p.v_stride[0] + kv_head * p.v_stride[1];
 
-  const int num_kv_blocks = num_kv_blocks_for(p, q0);
+  const int num_kv_blocks = num_kv_blocks_for<kSm90Rows>(p, q0);
 
   // Copy index c -> (row, chunk) such that the destination is byte 16 c of the core-matrix tile.
   auto load_kv = [&](int block, int stage) {
@@ -120,13 +126,14 @@ __global__ void __launch_bounds__(kSm90Threads, 1) QkInt8AttnSm90Kernel(const At
     }
   };
 
-  load_q_tile<D, S::kQPitch, kSm90Threads>(q_smem, q_base, p, q0, tid);
+  load_q_tile<D, S::kQPitch, kSm90Threads, kSm90Rows>(q_smem, q_base, p, q0, tid);
   if (num_kv_blocks > 0) load_kv(0, 0);
   ptx::cp_async_commit();
 
   const int warp_row0 = q0 + warp * kWarpQ;
   const float* ks_base = p.k_scale + batch * p.ks_stride[0] + kv_head * p.ks_stride[1];
-  const float q_scale = lane_q_scale(p, batch, head, q_block, warp, group);
+  // Q scales come per 128-row block in 8 slabs of 16 rows (the mma.sync kernels' layout).
+  const float q_scale = lane_q_scale(p, batch, head, q0 / kCtaQ, (q0 % kCtaQ) / kWarpQ + warp, group);
   const int k_group_index = p.k_groups == 1 ? 0 : tig;
   constexpr float p_shift = kFp8PLog2Scale;
 
@@ -202,7 +209,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) QkInt8AttnSm90Kernel(const At
     for (int t = 0; t < kDT; ++t)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o_acc[t][e] += r_acc[4 * t + e];
-    __syncthreads();  // both warpgroups are done with this stage before it is refilled
+    __syncthreads();  // every warp is done with this stage before it is refilled
   }
   ptx::cp_async_wait<0>();
 
@@ -235,7 +242,7 @@ cudaError_t launch_qk_int8_attn_sm90(const AttnParams& params, int batch, int he
   auto kernel = QkInt8AttnSm90Kernel<D>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   if (err != cudaSuccess) return err;
-  const dim3 grid((params.lq + kCtaQ - 1) / kCtaQ, heads, batch);
+  const dim3 grid((params.lq + kSm90Rows - 1) / kSm90Rows, heads, batch);
   kernel<<<grid, kSm90Threads, kSmem, stream>>>(params);
   return cudaGetLastError();
 }
