@@ -48,11 +48,10 @@ template <int D, PvMode M>
 cudaError_t launch_qk_int8_attn(const AttnParams& params, int batch, int heads, cudaStream_t stream);
 
 // Hopper (sm_90a) variant: the same AttnParams / scale / FP8 V operand contract as kF8Acc32Buf
-// above (scales laid out for 128-row query blocks, 64-key blocks), computed with wgmma by one
-// warpgroup per CTA of 64 query rows (qk_int8_attn_sm90.cuh). Grid ceil(L_q / 64) x heads x batch,
-// 128 threads, two CTAs per SM.
-constexpr int kSm90Rows = 64;
-constexpr int kSm90Threads = 128;
+// above (scales laid out for 128-row query blocks, 64-key blocks), computed with wgmma by
+// sm90_warpgroups(D) warpgroups of 64 query rows per CTA (qk_int8_attn_sm90.cuh explains the
+// choice). Grid ceil(L_q / (64 x warpgroups)) x heads x batch, 128 threads per warpgroup.
+__host__ __device__ constexpr int sm90_warpgroups(int head_dim) { return head_dim == 64 ? 1 : 2; }
 template <int D>
 cudaError_t launch_qk_int8_attn_sm90(const AttnParams& params, int batch, int heads, cudaStream_t stream);
 

@@ -4,18 +4,17 @@
 // the tiles, the scale layouts and the FP8 V operand of the mma.sync kernel (qk_int8_attn.cuh,
 // read its header first), so the Python side (api._cuda_quantize, _ops.fp8_v_operand) is shared:
 //
-//   CTA = 64 query rows = one warpgroup (128 threads), two CTAs per SM. Warp w (0..3) owns the
-//   16-row slab 16 w .. 16 w + 15 of its CTA, because the wgmma accumulator gives warp w of a
-//   warpgroup rows 16 w .. + 15 of its 64-row tile in the mma.m16n8 layout (csrc/common/wgmma.cuh).
-//   Hence the per-thread Q scales (16-row slab, row mod 8; laid out per 128-row block as for the
-//   mma.sync kernel) and K scales (64-key block, (key mod 8) / 2) apply unchanged: one Q scale and
-//   one K scale per thread per KV block.
-//   Why 64-row CTAs: with two warpgroups in one 128-row CTA, the per-block __syncthreads kept both
-//   in lockstep, so their softmax phases never overlapped the other's MMAs (295 / 330 TOPS at
-//   4K / 16K hd128 kernel-only on the H100, session 3); two independent CTAs per SM can overlap,
-//   at the price of twice the K/V shared-memory fills (the Triton FP8 kernel, also 64-row tiles,
-//   reaches 640 TOPS, so L2 bandwidth is not the limit there).
-//
+//   CTA = sm90_warpgroups(D) warpgroups of 64 query rows (128 threads each). Warp w owns the
+//   16-row slab 16 w .. 16 w + 15 of its CTA, because the wgmma accumulator gives warp w % 4 of a
+//   warpgroup rows 16 (w % 4) .. + 15 of its 64-row tile in the mma.m16n8 layout
+//   (csrc/common/wgmma.cuh). Hence the per-thread Q scales (16-row slab, row mod 8; laid out per
+//   128-row block as for the mma.sync kernel) and K scales (64-key block, (key mod 8) / 2) apply
+//   unchanged: one Q scale and one K scale per thread per KV block.
+//   Warpgroups per CTA, measured on the H100 (kernel only, B=4 H=32, 16K, non-causal, session 3):
+//   hd128: 2 (128-row CTA) 327 TOPS vs 1 (64-row CTAs, two per SM) 261; hd64: 1 264 vs 2 227.
+//   The prediction was that independent 64-row CTAs would overlap one CTA's softmax with the
+//   other's MMAs, which the per-block __syncthreads of a 128-row CTA prevents; at hd128 the doubled
+//   K/V shared-memory fills cost more than that gained.
 //   KV loop: kCtaK = 64 keys per step, K and Vᵀ double-buffered in shared memory by cp.async.
 //     S (64 x 64, s32) = D / 32 x wgmma m64n64k32.s32.s8.s8, A = Q from registers (ldmatrix,
 //       the mma.m16n8k32 A layout, re-read every block: see the loop), B = the K tile [64 keys][D].
@@ -60,8 +59,10 @@ namespace qattn {
 
 template <int D>
 struct Sm90Smem {
+  static constexpr int kRows = 64 * sm90_warpgroups(D);  // query rows per CTA
+  static constexpr int kThreads = 128 * sm90_warpgroups(D);
   static constexpr int kQPitch = D + kPad;   // padded int8 Q row (ldmatrix, conflict-free)
-  static constexpr int kQBytes = kSm90Rows * kQPitch;
+  static constexpr int kQBytes = kRows * kQPitch;
   static constexpr int kKBytes = kCtaK * D;  // core-matrix layout, 64 keys x D bytes
   static constexpr int kVBytes = D * kCtaK;  // core-matrix layout, D channels x 64 tokens
   static constexpr uint32_t kLbo = 128;      // K-adjacent core matrices are contiguous
@@ -72,20 +73,21 @@ struct Sm90Smem {
 };
 
 template <int D>
-__global__ void __launch_bounds__(kSm90Threads, 2) QkInt8AttnSm90Kernel(const AttnParams p) {
+__global__ void __launch_bounds__(Sm90Smem<D>::kThreads, 3 - sm90_warpgroups(D))
+    QkInt8AttnSm90Kernel(const AttnParams p) {
 #ifdef SAGEATTN_WGMMA_ENABLED
   using S = Sm90Smem<D>;
   constexpr int kNT = kCtaK / 8;  // S n-tiles per warp (8)
   constexpr int kDT = D / 8;      // O n-tiles per warp
-  static_assert(kSm90Threads == 128 && kSm90Rows == 64, "one warpgroup of 64 rows per CTA");
-  static_assert(kCtaQ % kSm90Rows == 0, "a CTA lies inside one 128-row Q-scale block");
+  constexpr int kRows = S::kRows, kThreads = S::kThreads;
+  static_assert(kCtaQ % kRows == 0, "a CTA lies inside one 128-row Q-scale block");
   extern __shared__ __align__(128) uint8_t smem[];
   uint8_t* q_smem = smem;
   uint8_t* k_smem = smem + S::kQBytes;
   uint8_t* v_smem = k_smem + 2 * S::kKBytes;
 
   const int tid = threadIdx.x;
-  const int warp = tid / 32;  // 16-row slab of the CTA = warp of the warpgroup
+  const int warp = tid / 32;  // 16-row slab of the CTA (warp w % 4 of warpgroup w / 4)
   const int lane = tid % 32;
   const int group = lane / 4;
   const int tig = lane % 4;
@@ -93,20 +95,20 @@ __global__ void __launch_bounds__(kSm90Threads, 2) QkInt8AttnSm90Kernel(const At
   const int head = blockIdx.y;
   const int batch = blockIdx.z;
   const int kv_head = head / p.kv_group;
-  const int q0 = q_block * kSm90Rows;
+  const int q0 = q_block * kRows;
 
   const int8_t* q_base = p.q + batch * p.q_stride[0] + head * p.q_stride[1];
   const int8_t* k_base = p.k + batch * p.k_stride[0] + kv_head * p.k_stride[1];
   const uint8_t* v_base = static_cast<const uint8_t*>(p.v) + batch * p.v_stride[0] + kv_head * p.v_stride[1];
 
-  const int num_kv_blocks = num_kv_blocks_for<kSm90Rows>(p, q0);
+  const int num_kv_blocks = num_kv_blocks_for<kRows>(p, q0);
 
   // Copy index c -> (row, chunk) such that the destination is byte 16 c of the core-matrix tile.
   auto load_kv = [&](int block, int stage) {
     const int kv0 = block * kCtaK;
     constexpr int kKChunks = D / 16;
     uint8_t* ks = k_smem + stage * S::kKBytes;
-    for (int c = tid; c < kCtaK * kKChunks; c += kSm90Threads) {
+    for (int c = tid; c < kCtaK * kKChunks; c += kThreads) {
       const int rest = c >> 3;
       const int chunk = rest % kKChunks;
       const int row = (rest / kKChunks) * 8 + (c & 7);
@@ -117,7 +119,7 @@ __global__ void __launch_bounds__(kSm90Threads, 2) QkInt8AttnSm90Kernel(const At
     // Vᵀ rows are channels; every 64-token block lies inside the zero-padded L_pad.
     constexpr int kVChunks = kCtaK / 16;
     uint8_t* vs = v_smem + stage * S::kVBytes;
-    for (int c = tid; c < D * kVChunks; c += kSm90Threads) {
+    for (int c = tid; c < D * kVChunks; c += kThreads) {
       const int rest = c >> 3;
       const int chunk = rest % kVChunks;
       const int ch = (rest / kVChunks) * 8 + (c & 7);
@@ -126,7 +128,7 @@ __global__ void __launch_bounds__(kSm90Threads, 2) QkInt8AttnSm90Kernel(const At
     }
   };
 
-  load_q_tile<D, S::kQPitch, kSm90Threads, kSm90Rows>(q_smem, q_base, p, q0, tid);
+  load_q_tile<D, S::kQPitch, kThreads, kRows>(q_smem, q_base, p, q0, tid);
   if (num_kv_blocks > 0) load_kv(0, 0);
   ptx::cp_async_commit();
 
@@ -209,7 +211,7 @@ __global__ void __launch_bounds__(kSm90Threads, 2) QkInt8AttnSm90Kernel(const At
     for (int t = 0; t < kDT; ++t)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o_acc[t][e] += r_acc[4 * t + e];
-    __syncthreads();  // every warp is done with this stage before it is refilled
+    __syncthreads();  // every warpgroup is done with this stage before it is refilled
   }
   ptx::cp_async_wait<0>();
 
@@ -242,8 +244,9 @@ cudaError_t launch_qk_int8_attn_sm90(const AttnParams& params, int batch, int he
   auto kernel = QkInt8AttnSm90Kernel<D>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   if (err != cudaSuccess) return err;
-  const dim3 grid((params.lq + kSm90Rows - 1) / kSm90Rows, heads, batch);
-  kernel<<<grid, kSm90Threads, kSmem, stream>>>(params);
+  constexpr int kRows = Sm90Smem<D>::kRows;
+  const dim3 grid((params.lq + kRows - 1) / kRows, heads, batch);
+  kernel<<<grid, Sm90Smem<D>::kThreads, kSmem, stream>>>(params);
   return cudaGetLastError();
 }
 
