@@ -102,3 +102,28 @@ def run_and_check(pv, q, k, v, *, layout="HND", causal=False, gran="per_thread",
             ref_err = (natural_lse(lse2, q, km, layout) - ref_lse).abs().max().item()
             assert ref_err <= LSE_MAX_ABS_ERROR, f"LSE vs reference: {ref_err:.3e} > {LSE_MAX_ABS_ERROR}"
     return out, result
+
+
+def check_public_head_dims_gqa_and_lse(fn, layout, d, scheme):
+    """A public CUDA function on GQA 4:2, causal, channel-biased K, with LSE: float64 reference
+    within ``TOLERANCES[scheme]`` ("biased_k") and the LSE within ``LSE_MAX_ABS_ERROR``."""
+    from sageattention.testing.metrics import LSE_MAX_ABS_ERROR, TOLERANCES, metrics
+    from sageattention.testing.reference import attention_ref
+
+    q, k, v = make_qkv(b=1, hq=4, hkv=2, lq=300, lk=300, d=d, layout=layout, k_bias=2.0)
+    out, lse = fn(q, k, v, tensor_layout=layout, is_causal=True, return_lse=True)
+    ref, ref_lse = attention_ref(q, k, v, tensor_layout=layout, is_causal=True)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    got = metrics(out, ref)
+    tol = TOLERANCES[scheme]
+    assert got["cosine"] >= tol.min_cosine["biased_k"] and got["rel_l1"] <= tol.max_rel_l1["biased_k"], got
+    assert (lse.double() - ref_lse).abs().max().item() <= LSE_MAX_ABS_ERROR
+
+
+def check_public_non_contiguous_inputs(fn):
+    """Strided NHD views give bit-identical output to their contiguous copies."""
+    big = torch.randn(2, 300, 6, 160, device="cuda", dtype=torch.bfloat16)
+    q, k, v = big[:, :, 0:2, :128], big[:, :, 2:4, 16:144], big[:, :, 4:6, 32:160]
+    out = fn(q, k, v, tensor_layout="NHD")
+    expected = fn(q.contiguous(), k.contiguous(), v.contiguous(), tensor_layout="NHD")
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)

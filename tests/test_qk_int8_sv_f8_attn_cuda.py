@@ -16,7 +16,16 @@ from sageattention.testing.metrics import TOLERANCES, metrics
 from sageattention.testing.reference import attention_ref
 
 from _opcheck import check_schema_by_bytes
-from _qattn_cuda import FP8_V_SCALE_MAX, LENGTHS, make_qkv, quantize_qk, require_op, run_and_check
+from _qattn_cuda import (
+    FP8_V_SCALE_MAX,
+    LENGTHS,
+    check_public_head_dims_gqa_and_lse,
+    check_public_non_contiguous_inputs,
+    make_qkv,
+    quantize_qk,
+    require_op,
+    run_and_check,
+)
 from sageattention.testing.emulation import quant_per_channel_fp8_ref
 
 pytestmark = pytest.mark.gpu
@@ -97,26 +106,12 @@ def test_accuracy_at_4k(k_bias, accum):
 @pytest.mark.parametrize("d", [32, 64, 72, 128])
 @pytest.mark.parametrize("layout", ["HND", "NHD"])
 def test_api_head_dims_and_lse(layout, d):
-    q, k, v = make_qkv(b=1, hq=4, hkv=2, lq=300, lk=300, d=d, layout=layout, k_bias=2.0)
-    out, lse = sageattention.sageattn_qk_int8_pv_fp8_cuda(q, k, v, tensor_layout=layout, is_causal=True,
-                                                          return_lse=True)
-    ref, ref_lse = attention_ref(q, k, v, tensor_layout=layout, is_causal=True)
-    assert out.shape == q.shape and out.dtype == q.dtype
-    got = metrics(out, ref)
-    tol = TOLERANCES[("int8", "fp8", "fp32+fp16")]
-    assert got["cosine"] >= tol.min_cosine["biased_k"] and got["rel_l1"] <= tol.max_rel_l1["biased_k"], got
-    from sageattention.testing.metrics import LSE_MAX_ABS_ERROR
-
-    assert (lse.double() - ref_lse).abs().max().item() <= LSE_MAX_ABS_ERROR
+    check_public_head_dims_gqa_and_lse(sageattention.sageattn_qk_int8_pv_fp8_cuda, layout, d,
+                                       ("int8", "fp8", "fp32+fp16"))
 
 
 def test_api_non_contiguous_inputs():
-    big = torch.randn(2, 300, 6, 160, device="cuda", dtype=torch.bfloat16)
-    q, k, v = big[:, :, 0:2, :128], big[:, :, 2:4, 16:144], big[:, :, 4:6, 32:160]
-    out = sageattention.sageattn_qk_int8_pv_fp8_cuda(q, k, v, tensor_layout="NHD")
-    expected = sageattention.sageattn_qk_int8_pv_fp8_cuda(q.contiguous(), k.contiguous(), v.contiguous(),
-                                                          tensor_layout="NHD")
-    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    check_public_non_contiguous_inputs(sageattention.sageattn_qk_int8_pv_fp8_cuda)
 
 
 @pytest.mark.parametrize("accum", ACCUMS)

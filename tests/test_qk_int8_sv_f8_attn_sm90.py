@@ -17,11 +17,18 @@ import torch
 
 from sageattention import _ops
 from sageattention.testing.emulation import attn_qk_int8_mma_emulated, quant_per_channel_fp8_ref
-from sageattention.testing.metrics import LSE_MAX_ABS_ERROR, TOLERANCES, metrics
-from sageattention.testing.reference import attention_ref
 
 from _opcheck import check_schema_by_bytes
-from _qattn_cuda import FP8_V_SCALE_MAX, LENGTHS, make_qkv, quantize_qk, require_op, run_and_check
+from _qattn_cuda import (
+    FP8_V_SCALE_MAX,
+    LENGTHS,
+    check_public_head_dims_gqa_and_lse,
+    check_public_non_contiguous_inputs,
+    make_qkv,
+    quantize_qk,
+    require_op,
+    run_and_check,
+)
 
 pytestmark = pytest.mark.gpu
 OP = "qk_int8_sv_f8_attn_sm90"
@@ -203,26 +210,14 @@ def test_the_op_rejects_bad_input(index, bad, message):
 def test_api_head_dims_gqa_and_lse(layout, d):
     import sageattention
 
-    q, k, v = make_qkv(b=1, hq=4, hkv=2, lq=300, lk=300, d=d, layout=layout, k_bias=2.0)
-    out, lse = sageattention.sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, tensor_layout=layout, is_causal=True,
-                                                               return_lse=True)
-    ref, ref_lse = attention_ref(q, k, v, tensor_layout=layout, is_causal=True)
-    assert out.shape == q.shape and out.dtype == q.dtype
-    got = metrics(out, ref)
-    tol = TOLERANCES[("int8", "fp8", ACCUM)]
-    assert got["cosine"] >= tol.min_cosine["biased_k"] and got["rel_l1"] <= tol.max_rel_l1["biased_k"], got
-    assert (lse.double() - ref_lse).abs().max().item() <= LSE_MAX_ABS_ERROR
+    check_public_head_dims_gqa_and_lse(sageattention.sageattn_qk_int8_pv_fp8_cuda_sm90, layout, d,
+                                       ("int8", "fp8", ACCUM))
 
 
 def test_api_non_contiguous_inputs():
     import sageattention
 
-    big = torch.randn(2, 300, 6, 160, device="cuda", dtype=torch.bfloat16)
-    q, k, v = big[:, :, 0:2, :128], big[:, :, 2:4, 16:144], big[:, :, 4:6, 32:160]
-    out = sageattention.sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, tensor_layout="NHD")
-    expected = sageattention.sageattn_qk_int8_pv_fp8_cuda_sm90(q.contiguous(), k.contiguous(), v.contiguous(),
-                                                               tensor_layout="NHD")
-    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    check_public_non_contiguous_inputs(sageattention.sageattn_qk_int8_pv_fp8_cuda_sm90)
 
 
 def test_sageattn_on_sm90_uses_the_measured_faster_kernel():
