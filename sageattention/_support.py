@@ -106,10 +106,10 @@ for _cap in KNOWN_CAPABILITIES:
     elif _cap < (8, 9):  # sm80, sm86, sm87
         _pref = (("sageattn_qk_int8_pv_fp16_cuda", {"pv_accum_dtype": "fp32"}), (_FP16_TRITON, {}))
     elif _cap == (9, 0):
-        # Triton first until the wgmma kernel overtakes it. H100, hd128, non-causal, kernel only
-        # (benchmarks/results/h100-2026-11-23-session3/): Triton FP8 608 / 604 TOPS at 4K / 16K,
-        # qk_int8_sv_f8_attn_sm90 302 / 327 (issue 6).
-        _pref = ((_FP8_TRITON, {}), ("sageattn_qk_int8_pv_fp8_cuda_sm90", {"pv_accum_dtype": "fp32+fp32"}))
+        # The wgmma kernel first since it overtook Triton FP8. H100, hd128, non-causal, kernel
+        # only: Triton FP8 608 / 604 TOPS at 4K / 16K (benchmarks/results/h100-2026-11-23-session3/),
+        # qk_int8_sv_f8_attn_sm90 666 / 753 (TMA + warp-specialized version, ...-session4/).
+        _pref = (("sageattn_qk_int8_pv_fp8_cuda_sm90", {"pv_accum_dtype": "fp32+fp32"}), (_FP8_TRITON, {}))
     elif _cap == (8, 9):
         _pref = (("sageattn_qk_int8_pv_fp8_cuda", {"pv_accum_dtype": "fp32+fp16"}), (_FP8_TRITON, {}))
     else:  # Blackwell: sm100 .. sm121

@@ -64,11 +64,12 @@ def quantize_qk(q, k, layout, gran):
 
 
 def run_and_check(pv, q, k, v, *, layout="HND", causal=False, gran="per_thread", accum, return_lse=True,
-                  kind="randn", check_reference=True, fp8_op=None):
+                  kind="randn", check_reference=True, fp8_op=None, block_k=None):
     """Run the op on reference-quantized inputs; compare with its emulation, the reference and LSE.
 
     ``fp8_op``: the FP8 op's wrapper (default ``_ops.qk_int8_sv_f8_attn``; the sm90 wgmma kernel
-    ``_ops.qk_int8_sv_f8_attn_sm90`` shares its operands, scheme and emulation)."""
+    ``_ops.qk_int8_sv_f8_attn_sm90`` shares its operands, scheme and emulation, with
+    ``block_k=128``: its KV step)."""
     qi, qs, ki, ks, km = quantize_qk(q, k, layout, gran)
     if pv == "fp16":
         v_in = v.half()
@@ -83,7 +84,7 @@ def run_and_check(pv, q, k, v, *, layout="HND", causal=False, gran="per_thread",
         out, lse2 = op(qi, ki, _ops.fp8_v_operand(v8, layout), vs, qs, ks, tensor_layout=layout, is_causal=causal,
                        qk_quant_gran=gran, pv_accum_dtype=accum, output_dtype=q.dtype, return_lse=return_lse)
         emu, emu_lse, key = attn_qk_int8_mma_emulated(qi, ki, v8, qs, ks, vs, tensor_layout=layout, is_causal=causal,
-                                                      qk_quant_gran=gran, pv_accum_dtype=accum)
+                                                      qk_quant_gran=gran, pv_accum_dtype=accum, block_k=block_k)
     assert out.shape == q.shape and out.dtype == q.dtype
     assert torch.isfinite(out).all(), "output has NaN/Inf"
     tol = EMULATION_TOLERANCE[key]

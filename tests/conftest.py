@@ -7,6 +7,13 @@
   interpreter flag is read when triton's JIT decorates the kernels), so the Triton kernels run on
   CPU tensors. This module is imported by pytest before any test module, which makes it the one
   place where that ordering is guaranteed.
+* With a CUDA device, pins the Triton attention kernels to one config
+  (``SAGEATTN_TRITON_CONFIG=64,64,4,2``, ``sageattention/triton/_configs.py::TEST_CONFIG``) unless
+  the variable is already set (``SAGEATTN_TRITON_CONFIG=autotune`` restores autotuning): every new
+  autotune key would otherwise compile all seven configs, and the GPU suite would not fit a
+  10-minute call. Same ordering reason: the kernels read it when their module is imported.
+  tests/test_triton_configs.py still runs every config once. The report header says which configs
+  are in use.
 * ``gpu``-marked tests skip cleanly, with a reason, when no CUDA device exists.
 * Random inputs are fresh per test (no fixed global seed that could hide a bug), but each test's
   seed is printed in its report and can be forced with ``SAGEATTN_TEST_SEED`` to reproduce a failure.
@@ -50,16 +57,23 @@ HAS_CUDA = _cuda_available()
 if not HAS_CUDA:
     os.environ["TRITON_INTERPRET"] = "1"
 INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+if HAS_CUDA:
+    from sageattention.triton import _configs  # imports triton, but decorates no kernel
+
+    os.environ.setdefault(_configs.CONFIG_ENV, _configs.TEST_CONFIG)
 
 
 def pytest_report_header(config):
+    from sageattention.triton._configs import describe_configs
+
     if INTERPRETING:
-        return "sageattention: no CUDA device; Triton kernels run in the interpreter (TRITON_INTERPRET=1) on CPU tensors"
+        return ["sageattention: no CUDA device; Triton kernels run in the interpreter (TRITON_INTERPRET=1) on CPU tensors",
+                f"sageattention: {describe_configs()}"]
     import torch
 
     name = torch.cuda.get_device_name(0)
     major, minor = torch.cuda.get_device_capability(0)
-    return f"sageattention: CUDA device {name} (sm{major}{minor})"
+    return [f"sageattention: CUDA device {name} (sm{major}{minor})", f"sageattention: {describe_configs()}"]
 
 
 def pytest_collection_modifyitems(config, items):

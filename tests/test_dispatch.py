@@ -61,16 +61,18 @@ def test_with_all_cuda_ops_the_best_measured_kernel_is_chosen(cap):
         (8, 6): "sageattn_qk_int8_pv_fp16_cuda",
         (8, 7): "sageattn_qk_int8_pv_fp16_cuda",
         (8, 9): "sageattn_qk_int8_pv_fp8_cuda",
-        # The wgmma kernel is correct but slower than Triton FP8 on the H100 so far (issue 6).
-        (9, 0): "sageattn_qk_int8_pv_fp8_triton",
+        # The TMA/wgmma kernel beats Triton FP8 on the H100 (issue 6, session 4 measurements).
+        (9, 0): "sageattn_qk_int8_pv_fp8_cuda_sm90",
     }.get(cap, "sageattn_qk_int8_pv_fp8_cuda")
     assert sel.name == expected
     if cap >= (10, 0):
         assert sel.kwargs == {"qk_quant_gran": "per_warp", "pv_accum_dtype": "fp32+fp16"}
 
 
-def test_sm90_without_triton_uses_the_wgmma_kernel():
-    sel = select_kernel((9, 0), ALL_CUDA_OPS, None)
+def test_sm90_without_the_wgmma_kernel_uses_triton_fp8():
+    sel = select_kernel((9, 0), ALL_CUDA_OPS - {"qk_int8_sv_f8_attn_sm90"}, NEW_TRITON)
+    assert sel == _support.Selection("sageattn_qk_int8_pv_fp8_triton", {})
+    sel = select_kernel((9, 0), ALL_CUDA_OPS, NEW_TRITON)
     assert sel == _support.Selection("sageattn_qk_int8_pv_fp8_cuda_sm90", {"pv_accum_dtype": "fp32+fp32"})
 
 

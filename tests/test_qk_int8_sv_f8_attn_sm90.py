@@ -1,9 +1,10 @@
 """CUDA wgmma kernel (Hopper, sm_90a): INT8 Q·Kᵀ + FP8 e4m3 P·V (``sageattention::qk_int8_sv_f8_attn_sm90``).
 
 GPU tests (skip without a GPU or without the op in the build: it is compiled only for ``9.0a``).
-The op shares operands, scheme and emulation with ``qk_int8_sv_f8_attn`` ("fp32+fp32", 64-key
-blocks), so the same yardsticks apply (tests/_qattn_cuda.py). Public entry point:
-``sageattn_qk_int8_pv_fp8_cuda_sm90``; ``sageattn`` prefers Triton FP8 on sm90 while it is faster.
+The op shares operands, scheme and emulation with ``qk_int8_sv_f8_attn`` ("fp32+fp32"), with
+128-key KV steps instead of 64 (the emulation follows: ``block_k=128``), so the same yardsticks
+apply (tests/_qattn_cuda.py). Public entry point:
+``sageattn_qk_int8_pv_fp8_cuda_sm90``, which ``sageattn`` picks on sm90 (faster than Triton FP8).
 
 When a case fails, run the two diagnostics first (``-k diagnostic``): the uniform-P one checks the
 Vᵀ descriptor alone, the identity-V one reads P back and checks the Q·Kᵀ wgmma, the S accumulator
@@ -33,6 +34,7 @@ from _qattn_cuda import (
 pytestmark = pytest.mark.gpu
 OP = "qk_int8_sv_f8_attn_sm90"
 ACCUM = "fp32+fp32"
+SM90_BLOCK_K = 128  # keys per KV step of the wgmma kernel (csrc/qattn/qk_int8_attn_sm90.cuh)
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +44,7 @@ def _needs_op():
 
 def _run(q, k, v, **kw):
     kw.setdefault("accum", ACCUM)
-    return run_and_check("fp8", q, k, v, fp8_op=_ops.qk_int8_sv_f8_attn_sm90, **kw)
+    return run_and_check("fp8", q, k, v, fp8_op=_ops.qk_int8_sv_f8_attn_sm90, block_k=SM90_BLOCK_K, **kw)
 
 
 # ---- diagnostics: one wgmma operand at a time ------------------------------------------------
@@ -75,7 +77,8 @@ def test_diagnostic_identity_v_reads_p_back(d):
     qi, qs, ki, ks, _ = quantize_qk(q, k, "HND", "per_thread")
     v8, vs = quant_per_channel_fp8_ref(v, tensor_layout="HND", scale_max=FP8_V_SCALE_MAX[ACCUM])
     out, _ = _ops.qk_int8_sv_f8_attn_sm90(qi, ki, _ops.fp8_v_operand(v8, "HND"), vs, qs, ks)
-    emu, _, _ = attn_qk_int8_mma_emulated(qi, ki, v8, qs, ks, vs, tensor_layout="HND", pv_accum_dtype=ACCUM)
+    emu, _, _ = attn_qk_int8_mma_emulated(qi, ki, v8, qs, ks, vs, tensor_layout="HND", pv_accum_dtype=ACCUM,
+                                          block_k=SM90_BLOCK_K)
     p_kernel, p_emu = out.float()[0, 0, :, :lk], emu.float()[0, 0, :, :lk]
     bad = ((p_kernel - p_emu).abs() > 2e-3 + 2e-2 * p_emu.abs()).nonzero()
     assert bad.numel() == 0, (
@@ -221,7 +224,7 @@ def test_api_non_contiguous_inputs():
 
 
 def test_sageattn_on_sm90_uses_the_measured_faster_kernel():
-    """Dispatch on the H100 follows _support.SAGEATTN_PREFERENCE (Triton FP8 first while it is faster)."""
+    """Dispatch on the H100 follows _support.SAGEATTN_PREFERENCE: this kernel first (measured faster)."""
     from sageattention import _support
 
     if torch.cuda.get_device_capability() != (9, 0):
@@ -229,4 +232,4 @@ def test_sageattn_on_sm90_uses_the_measured_faster_kernel():
     first = _support.SAGEATTN_PREFERENCE[(9, 0)][0][0]
     chosen = _support.select_kernel((9, 0), _support.built_cuda_ops(), _support.installed_triton_version(),
                                     _support.built_op_archs())
-    assert chosen.name == first == "sageattn_qk_int8_pv_fp8_triton"
+    assert chosen.name == first == "sageattn_qk_int8_pv_fp8_cuda_sm90"

@@ -11,8 +11,8 @@
 //   D m64nN (s32 / f32), N / 2 registers: d[4 j + 0], d[4 j + 1] = row group, cols 8 j + 2 tig + {0, 1};
 //                        d[4 j + 2], d[4 j + 3] = row group + 8, same cols  (j = 0 .. N / 8 - 1)
 //                        -> n-tile j of the mma.m16n8 accumulator layout.
-// (These are the layouts the PTX ISA figures give; not yet checked on hardware in this repository:
-// see tests/test_qk_int8_sv_f8_attn_sm90.py.)
+// (The layouts the PTX ISA figures give; checked on the H100 by the diagnostics of
+// tests/test_qk_int8_sv_f8_attn_sm90.py.)
 //
 // B operand in shared memory, no swizzle ("interleave" mode 0), K-major: the tile is made of
 // core matrices of 8 rows (N) x 16 bytes (K), each 128 contiguous bytes (row r at byte 16 r).
@@ -40,6 +40,17 @@ __device__ __forceinline__ uint64_t wgmma_desc(uint32_t smem_byte_addr, uint32_t
   return desc;
 }
 
+// Swizzled K-major operand (what TMA writes with CU_TENSOR_MAP_SWIZZLE_64B/128B): rows of
+// `row_bytes` = 64 or 128 bytes, each 16-byte chunk c of row r stored at chunk c ^ (r % 8)
+// (128B; 64B: c ^ ((r % 8) / 2)), tiles aligned to 8 rows (1024 / 512 bytes) so base offset 0.
+// SBO = 8 rows; LBO is unused because a k32 step (32 bytes) never leaves the swizzle row; the
+// k-step kk is addressed by adding 32 kk bytes to the start address (the swizzle is applied by the
+// hardware on the final address bits, so the tile base must be 8-row aligned).
+__device__ __forceinline__ uint64_t wgmma_desc_swizzled(uint32_t smem_byte_addr, int row_bytes) {
+  const uint64_t mode = row_bytes == 128 ? 1 : 2;  // 1: 128B swizzle, 2: 64B swizzle
+  return wgmma_desc(smem_byte_addr, 16, 8 * row_bytes) | (mode << 62);
+}
+
 #ifdef SAGEATTN_WGMMA_ENABLED
 // Orders this warpgroup's register writes (accumulators, A fragments) before later wgmma reads.
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
@@ -57,27 +68,33 @@ __device__ __forceinline__ void fence_proxy_async_smem() {
 
 // Accumulator operands are "+r"/"+f": between wgmma_fence and wgmma_wait the compiler must not
 // touch them (all uses below are fully unrolled with constant indices, so they stay in registers).
-// D (+)= A * B over a 64 x 64 x 32 tile, s8 x s8 -> s32 (sm_90a). A: 4 b32 registers per lane
-// (the warp's 16 x 32 slice, mma.m16n8k32 layout); B: K-major in shared memory via b_desc.
 // scale_d = 0 ignores the old d (D = A * B).
 
-__device__ __forceinline__ void wgmma_s8_m64n64k32_rs(int32_t (&d)[32], const uint32_t (&a)[4], uint64_t b_desc,
-                                                     int scale_d) {
+// D (+)= A * B over a 64 x 128 x 32 tile, s8 x s8 -> s32 (sm_90a), both operands K-major in
+// shared memory (descriptors); the accumulator layout is the one in this file's header.
+__device__ __forceinline__ void wgmma_s8_m64n128k32_ss(int32_t (&d)[64], uint64_t a_desc, uint64_t b_desc,
+                                                      int scale_d) {
   asm volatile(
       "{\n"
       ".reg .pred p;\n"
-      "setp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k32.s32.s8.s8 "
+      "setp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 "
       "{"
       "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
-      "}, {%32, %33, %34, %35}, %36, p;\n"
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+      "}, %64, %65, p;\n"
       "}\n"
       : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
         "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
         "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
-        "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(scale_d));
+        "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
+        "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
+        "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
+        "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
+        "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+      : "l"(a_desc), "l"(b_desc), "r"(scale_d));
 }
 
 // D (+)= A * B, e4m3 x e4m3 -> f32 (sm_90a), N = 64 / 128; A in registers as above, B K-major

@@ -184,6 +184,7 @@ inline void bind_fp8_v_operand(AttnParams& p, const at::Tensor& v, const at::Ten
   p.v_stride[0] = v.stride(0);
   p.v_stride[1] = v.stride(1);
   p.v_stride[2] = v.stride(2);
+  p.v_len = static_cast<int>(v.size(3));
   p.v_scale = v_scale.data_ptr<float>();
   p.vs_stride[0] = v_scale.stride(0);
   p.vs_stride[1] = v_scale.stride(1);

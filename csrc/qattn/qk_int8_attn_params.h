@@ -37,6 +37,7 @@ struct AttnParams {
   int64_t q_stride[3], k_stride[3], v_stride[3], o_stride[3];  // batch, head, token (v fp8: channel)
   int64_t qs_stride[2], ks_stride[2], vs_stride[2], lse_stride[2];
   int lq, lk, kv_group;   // kv_group = H_q / H_kv
+  int v_len;              // FP8 V operand: L_pad (tokens per channel row)
   int q_groups, k_groups; // 8/4 per-thread, 1/1 per-warp
   float qk_scale;
   bool causal, out_bf16;
@@ -48,10 +49,9 @@ template <int D, PvMode M>
 cudaError_t launch_qk_int8_attn(const AttnParams& params, int batch, int heads, cudaStream_t stream);
 
 // Hopper (sm_90a) variant: the same AttnParams / scale / FP8 V operand contract as kF8Acc32Buf
-// above (scales laid out for 128-row query blocks, 64-key blocks), computed with wgmma by
-// sm90_warpgroups(D) warpgroups of 64 query rows per CTA (qk_int8_attn_sm90.cuh explains the
-// choice). Grid ceil(L_q / (64 x warpgroups)) x heads x batch, 128 threads per warpgroup.
-__host__ __device__ constexpr int sm90_warpgroups(int head_dim) { return head_dim == 64 ? 1 : 2; }
+// above (scales laid out for 128-row query blocks, 64-key blocks), computed with wgmma and TMA
+// by a 384-thread CTA per 128 query rows (qk_int8_attn_sm90.cuh). Grid ceil(L_q / 128) x heads x
+// batch. Needs v_len (the operand's L_pad) for V's tensor map.
 template <int D>
 cudaError_t launch_qk_int8_attn_sm90(const AttnParams& params, int batch, int heads, cudaStream_t stream);
 

@@ -1,47 +1,48 @@
-// Hopper (sm_90a) attention: INT8 Q·Kᵀ and FP8 e4m3 P·V with warpgroup MMA (wgmma.mma_async).
+// Hopper (sm_90a) attention: INT8 Q·Kᵀ and FP8 e4m3 P·V with warpgroup MMA (wgmma.mma_async),
+// TMA loads and a producer warpgroup (issue 6, second version; the notes file in
+// benchmarks/results/ keeps each version's prediction and measured speed).
 //
-// First increment (issue 6): correctness first, no TMA and no warp specialization yet. It keeps
-// the tiles, the scale layouts and the FP8 V operand of the mma.sync kernel (qk_int8_attn.cuh,
-// read its header first), so the Python side (api._cuda_quantize, _ops.fp8_v_operand) is shared:
+// CTA: 3 warpgroups over 128 query rows (= one Q-scale block of the mma.sync kernels, so the
+// quantized operands, scales and the FP8 V operand are the sm89 kernel's; read qk_int8_attn.cuh):
+//   warpgroup 0, producer: one thread issues the TMA copies (Q once; K and Vᵀ per 128-key block
+//     into a ring of kStages stages) and gives its registers to the consumers (setmaxnreg);
+//   warpgroups 1, 2, consumers: 64 query rows each. Warp w of consumer c owns the 16-row slab
+//     4 c + w % 4 of the CTA (the wgmma accumulator rows of warp w % 4, csrc/common/wgmma.cuh), so
+//     the per-thread Q scales (16-row slab, row mod 8) and K scales (64 keys, (key mod 8) / 2) apply
+//     to the accumulators unchanged: one Q scale per thread, two K scales per 128-key block.
+//   Synchronization is by mbarriers only (csrc/common/tma.cuh): no CTA-wide barrier in the loop,
+//   so the two consumers drift apart and one's softmax overlaps the other's matmuls.
 //
-//   CTA = sm90_warpgroups(D) warpgroups of 64 query rows (128 threads each). Warp w owns the
-//   16-row slab 16 w .. 16 w + 15 of its CTA, because the wgmma accumulator gives warp w % 4 of a
-//   warpgroup rows 16 (w % 4) .. + 15 of its 64-row tile in the mma.m16n8 layout
-//   (csrc/common/wgmma.cuh). Hence the per-thread Q scales (16-row slab, row mod 8; laid out per
-//   128-row block as for the mma.sync kernel) and K scales (64-key block, (key mod 8) / 2) apply
-//   unchanged: one Q scale and one K scale per thread per KV block.
-//   Warpgroups per CTA, measured on the H100 (kernel only, B=4 H=32, 16K, non-causal, session 3):
-//   hd128: 2 (128-row CTA) 327 TOPS vs 1 (64-row CTAs, two per SM) 261; hd64: 1 264 vs 2 227.
-//   The prediction was that independent 64-row CTAs would overlap one CTA's softmax with the
-//   other's MMAs, which the per-block __syncthreads of a 128-row CTA prevents; at hd128 the doubled
-//   K/V shared-memory fills cost more than that gained.
-//   KV loop: kCtaK = 64 keys per step, K and Vᵀ double-buffered in shared memory by cp.async.
-//     S (64 x 64, s32) = D / 32 x wgmma m64n64k32.s32.s8.s8, A = Q from registers (ldmatrix,
-//       the mma.m16n8k32 A layout, re-read every block: see the loop), B = the K tile [64 keys][D].
-//     Online softmax in FP32 with exp2 (as in qk_int8_attn.cuh: P = 2^(S - m + log2 448)).
-//     R (64 x D, f32) = 2 x wgmma m64nDk32.f32.e4m3.e4m3 from zero (scale-d = 0 on the first),
-//       A = P·448 as e4m3 in registers, B = the Vᵀ tile [D channels][64 tokens] (K-major);
-//       then O = O · 2^(m_old - m_new) + R in true FP32 (two-level accumulation, research notes
-//       §2.3.5; "fp32+fp32" with a 64-token block).
+// KV loop of a consumer (block j = 128 keys):
+//   S_j (64 x 128, s32) = D / 32 wgmma m64n128k32.s32.s8.s8, A = Q, B = K_j, both from shared
+//     memory (no Q registers to keep alive: session 3's ptxas register reuse cannot happen).
+//   Issued before the softmax of the previous block's P is multiplied (intra-warpgroup overlap,
+//   FlashAttention-3 §3.2): while the tensor cores compute S_j and R_{j-1}, the warpgroup's ALUs
+//   run the softmax of S_j as soon as S_j lands:
+//       issue S_j; issue R_{j-1} = P_{j-1} V_{j-1}; wait S_j; softmax S_j -> P_j, alpha_j;
+//       wait R_{j-1}; release stage j-1; O = O alpha_{j-1} + R_{j-1}; pack P_j (e4m3).
+//   R (64 x D, f32) = 4 wgmma m64nDk32.f32.e4m3.e4m3 from zero, A = P·448 as e4m3 registers,
+//     B = the Vᵀ tile [D channels][128 tokens]; O += R in true FP32: two-level accumulation
+//     (research notes §2.3.5) with a 128-token block.
+//   Online softmax in FP32 with exp2 (qk_int8_attn_common.cuh; P = 2^(S - m + log2 448)).
+//   Ping-pong (FlashAttention-3 §3.1): named barriers 1 and 2 make the two consumers take turns
+//   issuing their matmuls, so one's softmax runs under the other's wgmmas.
+//   Integer scores become floats by an IADD and an FADD (small_int_to_float), not I2FP.
+// Measured on the H100 (kernel only, B=4 H=32 hd128 non-causal, 16K; session 4 notes): this
+// structure without ping-pong and with I2FP 710 TOPS, + ping-pong 718, + the integer trick alone
+// 734, both 753 (session 3's cp.async kernel with a CTA barrier per 64 keys: 327). Nsight Compute
+// (4K): issue slots 49 % busy, XU (MUFU) pipe 36 %, 4.5 cycles per issued instruction: two
+// consumer warps per scheduler cannot hide the softmax's dependency chains.
 //
-// P register conversion: the S accumulator of a lane holds keys {8 j + 2 tig, 8 j + 2 tig + 1}
-// (j = n-tile), the e4m3 A fragment of m64nNk32 wants K indices 4 tig .. 4 tig + 3 (+16) in one
-// register -- the same pair of layouts as mma.m16n8k32 on sm89, so the same V token permutation
-// inside each group of 16 ([0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15], built by
-// _ops.fp8_v_operand) lets P be packed without shuffles: MMA K index q of a k32 step stands for
-// key perm[q]. The packing code is the sm89 kernel's.
+// P register packing: the S accumulator of a lane holds keys {8 t + 2 tig, 8 t + 2 tig + 1} of
+// n-tile t; the e4m3 A fragment of k32 step kk wants K indices 4 tig .. 4 tig + 3 (+16) — the
+// mma.m16n8k32 pair of layouts, so the V token permutation inside each 16-token group
+// (_ops.fp8_v_operand) lets P be packed without shuffles (pack_p_e4m3, shared with sm89).
 //
-// Shared memory for the wgmma B operands: no swizzle, K-major "core matrix" layout (8 rows x 16
-// bytes = 128 contiguous bytes). For a tile of R rows of RB bytes: byte (row, b) lies at
-//   (row / 8) * (8 RB) + (b / 16) * 128 + (row % 8) * 16 + b % 16,
-// so LBO (next core matrix along K) = 128 and SBO (next 8 rows along N) = 8 RB (K: 8 D; Vᵀ: 512).
-// A k32 step kk starts 2 core matrices (256 bytes) further. A copy index c = 8 (chunk + C · (row /
-// 8)) + row % 8 (C = RB / 16 chunks per row) lands at byte 16 c: the cp.async loop writes
-// consecutive 16-byte chunks. Q stays in the padded row layout of the sm89 kernel (ldmatrix).
-//
-// TODO(issue 6, next increments): TMA (cp.async.bulk.tensor + mbarrier, 2-3 stages) into 128B-
-// swizzled tiles, a producer warp with setmaxnreg and consumer warpgroups, CTA_K = 128 with
-// overlapped wgmma (wait_group 1) and softmax, skipping fully masked causal blocks per warpgroup.
+// Shared memory: Q [128 rows][D], K [128 keys][D] and Vᵀ [D][128 tokens] tiles, int8/e4m3, in the
+// swizzled K-major layout TMA writes and wgmma reads (wgmma_desc_swizzled): 128-byte rows with the
+// 128B swizzle, or 64-byte rows (K and Q at hd64) with the 64B swizzle. Tails: TMA zero-fills
+// rows past L_q / L_k and tokens past L_pad; scores past L_k are masked to -inf.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -50,6 +51,7 @@
 #include <cstdint>
 
 #include "../common/mma.cuh"
+#include "../common/tma.cuh"
 #include "../common/wgmma.cuh"
 #include "qk_int8_attn_common.cuh"
 #include "qk_int8_attn_params.h"
@@ -58,162 +60,230 @@ namespace sageattention {
 namespace qattn {
 
 template <int D>
-struct Sm90Smem {
-  static constexpr int kRows = 64 * sm90_warpgroups(D);  // query rows per CTA
-  static constexpr int kThreads = 128 * sm90_warpgroups(D);
-  static constexpr int kQPitch = D + kPad;   // padded int8 Q row (ldmatrix, conflict-free)
-  static constexpr int kQBytes = kRows * kQPitch;
-  static constexpr int kKBytes = kCtaK * D;  // core-matrix layout, 64 keys x D bytes
-  static constexpr int kVBytes = D * kCtaK;  // core-matrix layout, D channels x 64 tokens
-  static constexpr uint32_t kLbo = 128;      // K-adjacent core matrices are contiguous
-  static constexpr uint32_t kKSbo = 8 * D;   // next 8 keys
-  static constexpr uint32_t kVSbo = 8 * kCtaK;  // next 8 channels
-  static constexpr int kTotal = kQBytes + 2 * kKBytes + 2 * kVBytes;
-  static_assert(kQBytes % 128 == 0 && kKBytes % 128 == 0 && kVBytes % 128 == 0, "tiles stay 128-byte aligned");
+struct Sm90Tiles {
+  static constexpr int kConsumers = 2;                    // warpgroups of 64 query rows
+  static constexpr int kRows = 64 * kConsumers;           // query rows per CTA (one Q-scale block)
+  static constexpr int kThreads = 128 * (kConsumers + 1);  // + the producer warpgroup
+  static constexpr int kBlockK = 128;                      // keys per KV step
+  static constexpr int kStages = 3;                        // K/Vᵀ ring depth
+  static constexpr int kQBytes = kRows * D;
+  static constexpr int kKBytes = kBlockK * D;
+  static constexpr int kVBytes = D * kBlockK;
+  static constexpr int kQOffset = 0;
+  static constexpr int kKOffset = kQBytes;
+  static constexpr int kVOffset = kKOffset + kStages * kKBytes;
+  static constexpr int kBarOffset = kVOffset + kStages * kVBytes;  // q_full, full[kStages], empty[kStages]
+  static constexpr int kBytes = kBarOffset + 8 * (1 + 2 * kStages);
+  static constexpr int kAlign = 1024;  // 128B-swizzle atom: tiles start on 8-row boundaries
+  static constexpr int kSmem = kBytes + kAlign;
+  static_assert(kRows == kCtaQ, "a CTA is one Q-scale block (scales laid out per 128 rows)");
+  static_assert(kBlockK == 2 * kCtaK, "a KV step covers two 64-key K-scale blocks");
+  static_assert(kQBytes % kAlign == 0 && kKBytes % kAlign == 0 && kVBytes % kAlign == 0, "tiles stay aligned");
+  // Registers: 128 (producer) x 24 + 256 (consumers) x 240 = 64512 <= 65536 per SM.
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = 240;
 };
 
+// Dequantize the s32 scores of one 128-key block (two K scales: keys 0-63 and 64-127) and mask
+// keys past L_k and, causal, after the row (top-left aligned: row i sees keys 0 .. i).
+// int32 -> float exactly for |x| < 2^22 with an integer add and a float subtract (both on the
+// full-rate pipes) instead of I2FP: 1.5 * 2^23 + x has x in its mantissa bits.
+__device__ __forceinline__ float small_int_to_float(int32_t x) {
+  return __int_as_float(x + 0x4B400000) - 12582912.0f;
+}
+
+template <int kNT>
+__device__ __forceinline__ void dequantize_and_mask_128(float (&s)[kNT][4], const int32_t (&s_int)[kNT * 4],
+                                                        float dq_lo, float dq_hi, const AttnParams& p, int kv0,
+                                                        int warp_row0, int group, int tig) {
+#pragma unroll
+  for (int t = 0; t < kNT; ++t) {
+    const float dq = t < kNT / 2 ? dq_lo : dq_hi;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[t][e] = small_int_to_float(s_int[4 * t + e]) * dq;
+  }
+  const bool need_mask = kv0 + kNT * 8 > p.lk || (p.causal && kv0 + kNT * 8 - 1 > warp_row0);
+  if (need_mask) {
+#pragma unroll
+    for (int t = 0; t < kNT; ++t)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = kv0 + t * 8 + 2 * tig + (e & 1);
+        const int row = warp_row0 + group + (e >> 1) * 8;
+        if (key >= p.lk || (p.causal && key > row)) s[t][e] = -INFINITY;
+      }
+  }
+}
+
 template <int D>
-__global__ void __launch_bounds__(Sm90Smem<D>::kThreads, 3 - sm90_warpgroups(D))
-    QkInt8AttnSm90Kernel(const AttnParams p) {
+__global__ void __launch_bounds__(Sm90Tiles<D>::kThreads, 1)
+    QkInt8AttnSm90Kernel(const __grid_constant__ AttnParams p, const __grid_constant__ CUtensorMap q_map,
+                         const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map) {
 #ifdef SAGEATTN_WGMMA_ENABLED
-  using S = Sm90Smem<D>;
-  constexpr int kNT = kCtaK / 8;  // S n-tiles per warp (8)
-  constexpr int kDT = D / 8;      // O n-tiles per warp
-  constexpr int kRows = S::kRows, kThreads = S::kThreads;
-  static_assert(kCtaQ % kRows == 0, "a CTA lies inside one 128-row Q-scale block");
-  extern __shared__ __align__(128) uint8_t smem[];
-  uint8_t* q_smem = smem;
-  uint8_t* k_smem = smem + S::kQBytes;
-  uint8_t* v_smem = k_smem + 2 * S::kKBytes;
+  using T = Sm90Tiles<D>;
+  constexpr int kNT = T::kBlockK / 8;  // S n-tiles per warp (16)
+  constexpr int kDT = D / 8;           // O n-tiles per warp
+  static_assert(D * 127 * 127 < (1 << 22), "small_int_to_float needs |S| < 2^22");
+  extern __shared__ uint8_t smem_raw[];
+  // Dynamic shared memory is only 16-byte aligned by contract; the swizzled tiles need 1024.
+  const uint32_t smem_base = (ptx::smem_addr(smem_raw) + T::kAlign - 1) & ~uint32_t(T::kAlign - 1);
+  const uint32_t q_smem = smem_base + T::kQOffset;
+  const uint32_t bar_q = smem_base + T::kBarOffset;
+  auto bar_full = [&](int stage) { return bar_q + 8 * (1 + stage); };
+  auto bar_empty = [&](int stage) { return bar_q + 8 * (1 + T::kStages + stage); };
+  auto k_tile = [&](int stage) { return smem_base + T::kKOffset + stage * T::kKBytes; };
+  auto v_tile = [&](int stage) { return smem_base + T::kVOffset + stage * T::kVBytes; };
 
   const int tid = threadIdx.x;
-  const int warp = tid / 32;  // 16-row slab of the CTA (warp w % 4 of warpgroup w / 4)
-  const int lane = tid % 32;
-  const int group = lane / 4;
-  const int tig = lane % 4;
   const int q_block = gridDim.x - 1 - blockIdx.x;  // causal: heaviest blocks first
   const int head = blockIdx.y;
   const int batch = blockIdx.z;
   const int kv_head = head / p.kv_group;
-  const int q0 = q_block * kRows;
+  const int q0 = q_block * T::kRows;
+  int num_blocks = (p.lk + T::kBlockK - 1) / T::kBlockK;
+  if (p.causal) num_blocks = min(num_blocks, (min(q0 + T::kRows, p.lq) - 1) / T::kBlockK + 1);
 
-  const int8_t* q_base = p.q + batch * p.q_stride[0] + head * p.q_stride[1];
-  const int8_t* k_base = p.k + batch * p.k_stride[0] + kv_head * p.k_stride[1];
-  const uint8_t* v_base = static_cast<const uint8_t*>(p.v) + batch * p.v_stride[0] + kv_head * p.v_stride[1];
-
-  const int num_kv_blocks = num_kv_blocks_for<kRows>(p, q0);
-
-  // Copy index c -> (row, chunk) such that the destination is byte 16 c of the core-matrix tile.
-  auto load_kv = [&](int block, int stage) {
-    const int kv0 = block * kCtaK;
-    constexpr int kKChunks = D / 16;
-    uint8_t* ks = k_smem + stage * S::kKBytes;
-    for (int c = tid; c < kCtaK * kKChunks; c += kThreads) {
-      const int rest = c >> 3;
-      const int chunk = rest % kKChunks;
-      const int row = (rest / kKChunks) * 8 + (c & 7);
-      const bool ok = kv0 + row < p.lk;
-      const int8_t* src = k_base + (ok ? (kv0 + row) * p.k_stride[2] : 0) + chunk * 16;
-      ptx::cp_async_16(ptx::smem_addr(ks + c * 16), src, ok);
+  if (tid == 0) {
+    ptx::mbarrier_init(bar_q, 1);
+    for (int s = 0; s < T::kStages; ++s) {
+      ptx::mbarrier_init(bar_full(s), 1);
+      ptx::mbarrier_init(bar_empty(s), 4 * T::kConsumers);  // one arrival per consumer warp
     }
-    // Vᵀ rows are channels; every 64-token block lies inside the zero-padded L_pad.
-    constexpr int kVChunks = kCtaK / 16;
-    uint8_t* vs = v_smem + stage * S::kVBytes;
-    for (int c = tid; c < D * kVChunks; c += kThreads) {
-      const int rest = c >> 3;
-      const int chunk = rest % kVChunks;
-      const int ch = (rest / kVChunks) * 8 + (c & 7);
-      const uint8_t* src = v_base + ch * p.v_stride[2] + kv0 + chunk * 16;
-      ptx::cp_async_16(ptx::smem_addr(vs + c * 16), src, true);
+    ptx::fence_mbarrier_init();
+  }
+  __syncthreads();
+
+  if (tid < 128) {
+    // ---- producer warpgroup: one thread issues every copy ----
+    ptx::setmaxnreg_dec<T::kProducerRegs>();
+    if (tid == 0) {
+      ptx::mbarrier_arrive_expect_tx(bar_q, T::kQBytes);
+      ptx::tma_load_4d(q_smem, &q_map, bar_q, 0, q0, head, batch);
+      for (int block = 0; block < num_blocks; ++block) {
+        const int stage = block % T::kStages;
+        // Stage reuse r = block / kStages waits for the consumers' r-th release (phase r - 1).
+        if (block >= T::kStages) ptx::mbarrier_wait(bar_empty(stage), ((block / T::kStages) - 1) & 1);
+        ptx::mbarrier_arrive_expect_tx(bar_full(stage), T::kKBytes + T::kVBytes);
+        ptx::tma_load_4d(k_tile(stage), &k_map, bar_full(stage), 0, block * T::kBlockK, kv_head, batch);
+        ptx::tma_load_4d(v_tile(stage), &v_map, bar_full(stage), block * T::kBlockK, 0, kv_head, batch);
+      }
     }
-  };
+    return;
+  }
 
-  load_q_tile<D, S::kQPitch, kThreads, kRows>(q_smem, q_base, p, q0, tid);
-  if (num_kv_blocks > 0) load_kv(0, 0);
-  ptx::cp_async_commit();
-
-  const int warp_row0 = q0 + warp * kWarpQ;
+  // ---- consumer warpgroups ----
+  ptx::setmaxnreg_inc<T::kConsumerRegs>();
+  const int consumer = tid / 128 - 1;
+  const int slab = (tid - 128) / 32;  // 16-row slab of the CTA: 4 consumer + warp % 4
+  const int lane = tid % 32;
+  const int group = lane / 4;
+  const int tig = lane % 4;
+  const int warp_row0 = q0 + slab * kWarpQ;
+  const float q_scale = lane_q_scale(p, batch, head, q_block, slab, group);
   const float* ks_base = p.k_scale + batch * p.ks_stride[0] + kv_head * p.ks_stride[1];
-  // Q scales come per 128-row block in 8 slabs of 16 rows (the mma.sync kernels' layout).
-  const float q_scale = lane_q_scale(p, batch, head, q0 / kCtaQ, (q0 % kCtaQ) / kWarpQ + warp, group);
   const int k_group_index = p.k_groups == 1 ? 0 : tig;
+  const int last_k_scale_block = (p.lk + kCtaK - 1) / kCtaK - 1;
   constexpr float p_shift = kFp8PLog2Scale;
+  const uint64_t q_desc = ptx::wgmma_desc_swizzled(q_smem + consumer * 64 * D, D);
 
   float m_row[2] = {-INFINITY, -INFINITY};
   float l_row[2] = {0.0f, 0.0f};
+  float alpha_prev[2] = {0.0f, 0.0f};  // alpha of the block whose R is in flight
   float o_acc[kDT][4];
 #pragma unroll
   for (int t = 0; t < kDT; ++t) o_acc[t][0] = o_acc[t][1] = o_acc[t][2] = o_acc[t][3] = 0.0f;
+  uint32_t pa[kNT / 4][4];  // P_{j-1} as e4m3 A fragments, one per k32 step
 
-  for (int block = 0; block < num_kv_blocks; ++block) {
-    const int stage = block & 1;
-    if (block + 1 < num_kv_blocks) {
-      load_kv(block + 1, stage ^ 1);
-      ptx::cp_async_commit();
-      ptx::cp_async_wait<1>();
-    } else {
-      ptx::cp_async_wait<0>();
-    }
-    // cp.async wrote through the generic proxy; wgmma reads shared memory through the async proxy.
-    ptx::fence_proxy_async_smem();
-    __syncthreads();
-    // Q fragments are re-read from shared memory every block (D / 32 ldmatrix.x4 per warp). Loaded
-    // once and kept in registers across the loop, ptxas (nvcc 13.0) reused those registers for P in
-    // the hd64 build (SASS: the IGMMA A registers rewritten by F2FP before the next block's IGMMA),
-    // so every block after the first multiplied P by K (H100 run, 2026-11-23, session 3).
-    uint32_t q_frag[D / 32][4];
-    load_q_fragments<D, S::kQPitch>(q_frag, q_smem, warp, lane);
-    const uint32_t ks_addr = ptx::smem_addr(k_smem + stage * S::kKBytes);
-    const uint32_t vs_addr = ptx::smem_addr(v_smem + stage * S::kVBytes);
-    const int kv0 = block * kCtaK;
-
-    // ---- S = Q Kᵀ (int32), this warpgroup's 64 x 64 tile ----
-    int32_t s_acc[kNT * 4];
-#pragma unroll
-    for (int i = 0; i < kNT * 4; ++i) s_acc[i] = 0;
+  // S_j = Q K_jᵀ, committed as one wgmma group (waits for stage j's copies first).
+  auto issue_s = [&](int block, int32_t (&s_acc)[kNT * 4]) {
+    const int stage = block % T::kStages;
+    ptx::mbarrier_wait(bar_full(stage), (block / T::kStages) & 1);
+    const uint64_t k_desc = ptx::wgmma_desc_swizzled(k_tile(stage), D);
     ptx::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 32; ++kk) {
-      ptx::wgmma_s8_m64n64k32_rs(s_acc, q_frag[kk], ptx::wgmma_desc(ks_addr + kk * 256, S::kLbo, S::kKSbo),
-                                 kk > 0 ? 1 : 0);
+      // +32 bytes per k32 step = +2 in the descriptor's 16-byte address units.
+      ptx::wgmma_s8_m64n128k32_ss(s_acc, q_desc + 2 * kk, k_desc + 2 * kk, kk > 0 ? 1 : 0);
     }
     ptx::wgmma_commit();
-    ptx::wgmma_wait<0>();
-
-    // ---- dequantize, mask, online softmax (qk_int8_attn_common.cuh) ----
-    const float dq = q_scale * __ldg(ks_base + block * p.k_groups + k_group_index);
-    float s[kNT][4];
-    dequantize_and_mask<kNT>(s, s_acc, dq, p, kv0, warp_row0, group, tig);
-    float alpha[2];
-    online_softmax<kNT>(s, m_row, l_row, alpha, p_shift);
-    rescale_rows<kDT>(o_acc, alpha);
-
-    // ---- R = P V per 64-key block from zero (e4m3 wgmma), O += R in FP32 ----
-    // A fragment of k32 step kk: S n-tiles 4 kk .. 4 kk + 3 (the sm89 packing; see header).
-    uint32_t pa[kNT / 4][4];
-    pack_p_e4m3<kNT>(pa, s);
-    float r_acc[kDT * 4];
-#pragma unroll
-    for (int i = 0; i < kDT * 4; ++i) r_acc[i] = 0.0f;
+  };
+  // R = P_j V_j from zero (e4m3), committed as one wgmma group.
+  auto issue_pv = [&](int block, float (&r_acc)[kDT * 4]) {
+    const uint64_t v_desc = ptx::wgmma_desc_swizzled(v_tile(block % T::kStages), 128);
     ptx::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kNT / 4; ++kk) {
-      const uint64_t desc = ptx::wgmma_desc(vs_addr + kk * 256, S::kLbo, S::kVSbo);
       if constexpr (D == 128) {
-        ptx::wgmma_e4m3_m64n128k32_rs(r_acc, pa[kk], desc, kk > 0 ? 1 : 0);
+        ptx::wgmma_e4m3_m64n128k32_rs(r_acc, pa[kk], v_desc + 2 * kk, kk > 0 ? 1 : 0);
       } else {
-        ptx::wgmma_e4m3_m64n64k32_rs(r_acc, pa[kk], desc, kk > 0 ? 1 : 0);
+        ptx::wgmma_e4m3_m64n64k32_rs(r_acc, pa[kk], v_desc + 2 * kk, kk > 0 ? 1 : 0);
       }
     }
     ptx::wgmma_commit();
-    ptx::wgmma_wait<0>();
+  };
+  // Softmax of S_j in place (s becomes P·448); alpha_j = 2^(m_{j-1} - m_j).
+  auto softmax = [&](int block, const int32_t (&s_acc)[kNT * 4], float (&s)[kNT][4], float (&alpha)[2]) {
+    const int kb = 2 * block;  // first 64-key K-scale block
+    const float dq_lo = q_scale * __ldg(ks_base + kb * p.k_groups + k_group_index);
+    const float dq_hi = q_scale * __ldg(ks_base + min(kb + 1, last_k_scale_block) * p.k_groups + k_group_index);
+    dequantize_and_mask_128<kNT>(s, s_acc, dq_lo, dq_hi, p, block * T::kBlockK, warp_row0, group, tig);
+    online_softmax<kNT>(s, m_row, l_row, alpha, p_shift);
+  };
+  // O = O alpha + R, then the stage of R's block goes back to the producer.
+  auto accumulate = [&](int block, const float (&r_acc)[kDT * 4]) {
+    if (lane == 0) ptx::mbarrier_arrive(bar_empty(block % T::kStages));
 #pragma unroll
     for (int t = 0; t < kDT; ++t)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) o_acc[t][e] += r_acc[4 * t + e];
-    __syncthreads();  // every warpgroup is done with this stage before it is refilled
+      for (int e = 0; e < 4; ++e) o_acc[t][e] = o_acc[t][e] * alpha_prev[e >> 1] + r_acc[4 * t + e];
+  };
+
+  // Ping-pong (FlashAttention-3 §3.1): the consumers take turns issuing their matmuls, named
+  // barrier 1 + c is "consumer c may issue", so one's softmax runs under the other's matmuls.
+  auto my_turn = [&] {
+    asm volatile("bar.sync %0, 256;\n" ::"r"(1 + consumer) : "memory");
+  };
+  auto your_turn = [&] {
+    asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - consumer) : "memory");
+  };
+  if (consumer == 1) your_turn();  // consumer 0 goes first
+
+  ptx::mbarrier_wait(bar_q, 0);
+  {
+    int32_t s_acc[kNT * 4];
+    float s[kNT][4];
+    my_turn();
+    issue_s(0, s_acc);
+    your_turn();
+    ptx::wgmma_wait<0>();
+    softmax(0, s_acc, s, alpha_prev);
+    pack_p_e4m3<kNT>(pa, s);
   }
-  ptx::cp_async_wait<0>();
+  for (int block = 1; block < num_blocks; ++block) {
+    int32_t s_acc[kNT * 4];
+    float r_acc[kDT * 4];
+    float s[kNT][4];
+    float alpha[2];
+    my_turn();
+    issue_s(block, s_acc);
+    issue_pv(block - 1, r_acc);
+    your_turn();
+    ptx::wgmma_wait<1>();  // S_j has landed; R_{j-1} may still run
+    softmax(block, s_acc, s, alpha);
+    ptx::wgmma_wait<0>();
+    accumulate(block - 1, r_acc);
+    alpha_prev[0] = alpha[0];
+    alpha_prev[1] = alpha[1];
+    pack_p_e4m3<kNT>(pa, s);
+  }
+  {
+    float r_acc[kDT * 4];
+    my_turn();
+    issue_pv(num_blocks - 1, r_acc);
+    if (consumer == 0) your_turn();  // consumer 1's last turn follows; nobody waits after it
+    ptx::wgmma_wait<0>();
+    accumulate(num_blocks - 1, r_acc);
+  }
 
   // ---- epilogue: O / l · v_scale, LSE (qk_int8_attn_common.cuh) ----
   float inv_l[2];
@@ -227,9 +297,7 @@ __global__ void __launch_bounds__(Sm90Smem<D>::kThreads, 3 - sm90_warpgroups(D))
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = warp_row0 + group + r * 8;
-      const float x0 = o_acc[t][2 * r] * inv_l[r] * v0;
-      const float x1 = o_acc[t][2 * r + 1] * inv_l[r] * v1;
-      store_o_pair(p, o_base, row, ch, x0, x1);
+      store_o_pair(p, o_base, row, ch, o_acc[t][2 * r] * inv_l[r] * v0, o_acc[t][2 * r + 1] * inv_l[r] * v1);
     }
   }
   store_lse(p, batch, head, warp_row0, group, tig, m_row, l_row, p_shift);
@@ -238,15 +306,40 @@ __global__ void __launch_bounds__(Sm90Smem<D>::kThreads, 3 - sm90_warpgroups(D))
 #endif
 }
 
+// Tensor maps of the int8 Q, K ([B, H, L, D] via strides: dims D, L, H, B) and the e4m3 Vᵀ
+// operand ([B, H_kv, D, L_pad]: dims L_pad, D, H_kv, B); strides were checked to be multiples of
+// 16 bytes (check_rows_16b), as TMA requires.
+template <int D>
+cudaError_t make_sm90_tensor_maps(const AttnParams& p, int batch, int heads, CUtensorMap& q_map, CUtensorMap& k_map,
+                                  CUtensorMap& v_map) {
+  using T = Sm90Tiles<D>;
+  constexpr CUtensorMapSwizzle kRowSwizzle = D == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B;
+  const int heads_kv = heads / p.kv_group;
+  auto u64 = [](int64_t x) { return static_cast<cuuint64_t>(x); };
+  cudaError_t err = ptx::encode_tensor_map_u8_4d(
+      &q_map, p.q, {u64(D), u64(p.lq), u64(heads), u64(batch)}, {u64(p.q_stride[2]), u64(p.q_stride[1]), u64(p.q_stride[0])},
+      {D, T::kRows, 1, 1}, kRowSwizzle);
+  if (err != cudaSuccess) return err;
+  err = ptx::encode_tensor_map_u8_4d(
+      &k_map, p.k, {u64(D), u64(p.lk), u64(heads_kv), u64(batch)}, {u64(p.k_stride[2]), u64(p.k_stride[1]), u64(p.k_stride[0])},
+      {D, T::kBlockK, 1, 1}, kRowSwizzle);
+  if (err != cudaSuccess) return err;
+  return ptx::encode_tensor_map_u8_4d(
+      &v_map, p.v, {u64(p.v_len), u64(D), u64(heads_kv), u64(batch)}, {u64(p.v_stride[2]), u64(p.v_stride[1]), u64(p.v_stride[0])},
+      {T::kBlockK, D, 1, 1}, CU_TENSOR_MAP_SWIZZLE_128B);
+}
+
 template <int D>
 cudaError_t launch_qk_int8_attn_sm90(const AttnParams& params, int batch, int heads, cudaStream_t stream) {
-  constexpr int kSmem = Sm90Smem<D>::kTotal;
-  auto kernel = QkInt8AttnSm90Kernel<D>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+  using T = Sm90Tiles<D>;
+  CUtensorMap q_map, k_map, v_map;
+  cudaError_t err = make_sm90_tensor_maps<D>(params, batch, heads, q_map, k_map, v_map);
   if (err != cudaSuccess) return err;
-  constexpr int kRows = Sm90Smem<D>::kRows;
-  const dim3 grid((params.lq + kRows - 1) / kRows, heads, batch);
-  kernel<<<grid, Sm90Smem<D>::kThreads, kSmem, stream>>>(params);
+  auto kernel = QkInt8AttnSm90Kernel<D>;
+  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmem);
+  if (err != cudaSuccess) return err;
+  const dim3 grid((params.lq + T::kRows - 1) / T::kRows, heads, batch);
+  kernel<<<grid, T::kThreads, T::kSmem, stream>>>(params, q_map, k_map, v_map);
   return cudaGetLastError();
 }
 

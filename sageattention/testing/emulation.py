@@ -154,10 +154,13 @@ def expand_mma_scales(q_scale, k_scale, lq: int, lk: int, qk_quant_gran: str):
 
 def attn_qk_int8_mma_emulated(
     q_int8, k_int8, v, q_scale, k_scale, v_scale=None, *, tensor_layout="HND", is_causal=False,
-    qk_quant_gran="per_thread", pv_accum_dtype="fp32",
+    qk_quant_gran="per_thread", pv_accum_dtype="fp32", block_k=None,
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Emulate ``sageattention::qk_int8_sv_f16_attn`` (``v_scale`` None, ``v`` fp16) or
     ``qk_int8_sv_f8_attn`` (``v`` e4m3 in v's layout, ``v_scale`` ``[B, H_kv, D]``).
+
+    ``block_k``: keys per KV step of the kernel (default the mma.sync kernels' 64; the sm90 wgmma
+    kernel takes 128): the running max, hence each P rounding, and the FP8 two-level blocks follow it.
 
     Returns ``(out float32 in q's layout, lse2, EMULATION_TOLERANCE key)``; the key names how
     closely the kernel must match (modes the emulation only approximates get looser bounds).
@@ -173,7 +176,7 @@ def attn_qk_int8_mma_emulated(
         key = "fp8-fp22" if pv_accum_dtype == "fp32" else "fp8"
     out, lse = _emulate(
         q_int8, k_int8, v, qs, ks, v_scale, tensor_layout=tensor_layout, is_causal=is_causal, pv_mode=mode,
-        q_group=1, k_group=1, block_n=MMA_BLOCK_K,
+        q_group=1, k_group=1, block_n=MMA_BLOCK_K if block_k is None else block_k,
     )
     return out, lse, key
 
