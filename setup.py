@@ -38,6 +38,7 @@ EXTENSION_SOURCES = [
     "csrc/fused/quant_per_block_int8.cu",
     "csrc/fused/quant_per_thread_int8.cu",
     "csrc/fused/quant_v_fp8_operand.cu",
+    "csrc/fused/quant_mma_operands.cu",
 ]
 #: Sources compiled only for the archs of one kernel family (see scripts.cuda_archs), besides the
 #: generated per-head-dim instantiations of that family (scripts/generate_kernels.py).

@@ -63,6 +63,20 @@ TORCH_LIBRARY(sageattention, m) {
       "quant_v_fp8_operand(Tensor v, Tensor(a!) v_operand, Tensor(b!) v_scale, Tensor(c!)? v_mean, "
       "float scale_max, str tensor_layout) -> ()");
 
+  // The operands of the attention ops below in one call (three launches): exactly
+  //   mean_over_tokens(k, k_mean)                                   if k_mean is given
+  //   quant_per_thread_int8(q, q_int8, q_scale, None, q_pre_scale, q_block, q_warp, q_groups_per_warp)
+  //   quant_per_thread_int8(k, k_int8, k_scale, k_mean, 1.0, k_block, k_warp, k_groups_per_warp)
+  //   quant_v_fp8_operand(v, v_operand, v_scale, v_mean, v_scale_max)  if v is given
+  // with one tensor_layout; q, k (and v) of one dtype and device. Without v, v_operand, v_scale
+  // and v_mean must be None; with v, v_operand and v_scale are required.
+  m.def(
+      "quant_mma_operands(Tensor q, Tensor k, Tensor? v, Tensor(a!) q_int8, Tensor(b!) q_scale, "
+      "Tensor(c!) k_int8, Tensor(d!) k_scale, Tensor(e!)? k_mean, Tensor(f!)? v_operand, "
+      "Tensor(g!)? v_scale, Tensor(h!)? v_mean, float q_pre_scale, int q_block, int q_warp, "
+      "int q_groups_per_warp, int k_block, int k_warp, int k_groups_per_warp, float v_scale_max, "
+      "str tensor_layout) -> ()");
+
   // Attention with INT8 Q·Kᵀ and FP16 P·V (SageAttention2, mma.sync; csrc/qattn/, built for sm80-sm87,
   // algorithm notes §2.3). Scores are S = (q·k) · q_scale · k_scale · qk_scale in the log2 domain
   // (qk_scale = sm_scale · log2(e), or 1 when the quantizer folded it into q); the softmax uses exp2.

@@ -27,6 +27,7 @@ __all__ = [
     "quant_qk_per_block_int8",
     "quant_per_thread_int8",
     "quant_v_fp8_operand",
+    "quant_mma_operands",
     "qk_int8_sv_f16_attn",
     "qk_int8_sv_f8_attn",
     "qk_int8_sv_f8_attn_sm90",
@@ -104,7 +105,7 @@ def _require_ops() -> None:
 
 
 def _register_fakes() -> None:
-    # Both ops only write into their destination arguments, so their fake kernels have nothing
+    # The ops only write into their destination arguments, so their fake kernels have nothing
     # to compute: they exist so FakeTensor/torch.compile can trace through the ops.
     @torch.library.register_fake("sageattention::quant_per_block_int8")
     def _quant_per_block_int8_fake(x, x_int8, scale, mean, pre_scale, block_size, tensor_layout):
@@ -121,6 +122,12 @@ def _register_fakes() -> None:
 
     @torch.library.register_fake("sageattention::quant_v_fp8_operand")
     def _quant_v_fp8_operand_fake(v, v_operand, v_scale, v_mean, scale_max, tensor_layout):
+        return None
+
+    @torch.library.register_fake("sageattention::quant_mma_operands")
+    def _quant_mma_operands_fake(q, k, v, q_int8, q_scale, k_int8, k_scale, k_mean, v_operand, v_scale, v_mean,
+                                 q_pre_scale, q_block, q_warp, q_groups_per_warp, k_block, k_warp, k_groups_per_warp,
+                                 v_scale_max, tensor_layout):
         return None
 
     @torch.library.register_fake("sageattention::qk_int8_sv_f16_attn")
@@ -460,6 +467,132 @@ def quant_v_fp8_operand(
     v_mean = torch.empty((b, h, 1, d_out), dtype=torch.float32, device=v.device) if smooth_v else None
     torch.ops.sageattention.quant_v_fp8_operand(v, v_operand, v_scale, v_mean, float(scale_max), tensor_layout)
     return v_operand, v_scale, v_mean
+
+
+def quant_mma_operands(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor | None = None,
+    *,
+    pre_scale: float,
+    q_groups_per_warp: int,
+    k_groups_per_warp: int,
+    smooth_k: bool = True,
+    scale_max: float = _E4M3_MAX,
+    smooth_v: bool = False,
+    tensor_layout: str = "HND",
+    head_dim_out: int | None = None,
+    q_block: int = 128,
+    q_warp: int = 16,
+    k_block: int = 64,
+    k_warp: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None,
+           torch.Tensor | None, torch.Tensor | None]:
+    """Every quantized operand of the mma.sync attention ops in one call (CUDA, three launches):
+    the outputs of :func:`mean_over_tokens` (K), :func:`quant_per_thread_int8` (Q, then K minus its
+    mean) and :func:`quant_v_fp8_operand` (V), bit for bit.
+
+    Parameters
+    ----------
+    q, k : torch.Tensor
+        ``[B, H, L, D]`` ("HND") or ``[B, L, H, D]`` ("NHD"), one dtype (float16/bfloat16) and
+        CUDA device, any strides with a contiguous last dim, the same ``D <= 256``; ``H_q`` and
+        ``L_q`` may differ from K's.
+    v : torch.Tensor, optional
+        k's shape, dtype and device: quantized to the FP8 operand when given (FP8 P·V).
+    pre_scale : float
+        Factor applied to Q (``sm_scale * log2(e)``).
+    q_groups_per_warp, k_groups_per_warp : {8, 4, 2, 1}
+        Groups per slab (8 / 4 per-thread, 1 per-warp); slabs and tiles ``q_warp`` / ``q_block``
+        and ``k_warp`` / ``k_block`` rows as in :func:`quant_per_thread_int8`.
+    smooth_k : bool
+        Subtract K's per-channel mean over tokens (returned as ``k_mean``); K needs ``L >= 1``.
+    scale_max, smooth_v
+        As :func:`quant_v_fp8_operand` (only with ``v``).
+    head_dim_out : int, optional
+        Last dim of the INT8 outputs and channels of the FP8 operand (>= D, zero padded).
+
+    Returns
+    -------
+    (q_int8, q_scale, k_int8, k_scale, k_mean, v_operand, v_scale, v_mean)
+        As the single ops return them; ``k_mean`` is None without ``smooth_k``, the V outputs
+        None without ``v`` (``v_mean`` also without ``smooth_v``).
+    """
+    _check_layout(tensor_layout)
+    _check_input(q, "q")
+    _check_input(k, "k")
+    tensors = (("k", k),) if v is None else (("k", k), ("v", v))
+    if v is not None:
+        _check_input(v, "v")
+    for name, t in tensors:
+        if t.device != q.device or t.dtype != q.dtype:
+            raise ValueError(
+                f"{name} must have q's device and dtype ({q.device}, {q.dtype}), got {t.device}, {t.dtype}"
+            )
+    if k.shape[-1] != q.shape[-1] or (v is not None and v.shape != k.shape):
+        raise ValueError(f"q and k must share the head dim and v must have k's shape, got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {None if v is None else tuple(v.shape)}")
+    for value, name in ((q_block, "q_block"), (q_warp, "q_warp"), (q_groups_per_warp, "q_groups_per_warp"),
+                        (k_block, "k_block"), (k_warp, "k_warp"), (k_groups_per_warp, "k_groups_per_warp")):
+        _check_int(value, name)
+    for block, warp, groups, who in ((q_block, q_warp, q_groups_per_warp, "q"),
+                                     (k_block, k_warp, k_groups_per_warp, "k")):
+        if not 8 <= warp <= _MAX_BLOCK_SIZE or warp % 8:
+            raise ValueError(f"{who}_warp must be a multiple of 8 in [8, {_MAX_BLOCK_SIZE}], got {warp}")
+        if block < warp or block % warp:
+            raise ValueError(f"{who}_block must be a multiple of {who}_warp ({warp}), got {block}")
+        if groups not in (1, 2, 4, 8):
+            raise ValueError(f"{who}_groups_per_warp must be 1, 2, 4 or 8, got {groups}")
+    if not math.isfinite(float(pre_scale)):
+        raise ValueError(f"pre_scale must be finite, got {pre_scale}")
+    for value, name in ((smooth_k, "smooth_k"), (smooth_v, "smooth_v")):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    if isinstance(scale_max, bool) or not isinstance(scale_max, (int, float)):
+        raise TypeError(f"scale_max must be a float, got {type(scale_max).__name__}")
+    if not 0.0 < float(scale_max) <= _E4M3_MAX:
+        raise ValueError(f"scale_max must be in (0, {_E4M3_MAX}], got {scale_max}")
+    if smooth_v and v is None:
+        raise ValueError("smooth_v needs v")
+    if smooth_k and _bhld(k, tensor_layout)[2] == 0:
+        raise ValueError("k has no tokens (L == 0): the mean over tokens is undefined")
+    d_out = _head_dim_out(q, head_dim_out)
+    _require_ops()
+    return _quant_mma_operands(q, k, v, pre_scale, q_groups_per_warp, k_groups_per_warp, smooth_k, float(scale_max),
+                               smooth_v, tensor_layout, d_out, q_block, q_warp, k_block, k_warp)
+
+
+def _quant_mma_operands(q, k, v, pre_scale, q_groups_per_warp, k_groups_per_warp, smooth_k, scale_max, smooth_v,
+                        tensor_layout, d_out, q_block=128, q_warp=16, k_block=64, k_warp=64):
+    """:func:`quant_mma_operands` without the Python checks, for callers that validated the
+    arguments (``api._cuda_quantize``): allocations and one op call. The op still checks shapes,
+    dtypes and devices in C++."""
+    device = q.device
+    if tensor_layout == "HND":
+        b, hq, nq, d = q.shape
+        _, hk, nk, _ = k.shape
+    else:
+        b, nq, hq, d = q.shape
+        _, nk, hk, _ = k.shape
+    q_int8 = torch.empty(q.shape[:-1] + (d_out,), dtype=torch.int8, device=device)
+    q_scale = torch.empty((b, hq, -(-nq // q_block) * (q_block // q_warp) * q_groups_per_warp), dtype=torch.float32,
+                          device=device)
+    k_int8 = torch.empty(k.shape[:-1] + (d_out,), dtype=torch.int8, device=device)
+    k_scale = torch.empty((b, hk, -(-nk // k_block) * (k_block // k_warp) * k_groups_per_warp), dtype=torch.float32,
+                          device=device)
+    k_mean = torch.empty((b, hk, 1, d), dtype=torch.float32, device=device) if smooth_k else None
+    v_operand = v_scale = v_mean = None
+    if v is not None:
+        v_operand = torch.empty((b, hk, d_out, -(-nk // _ATTN_BLOCK_K) * _ATTN_BLOCK_K), dtype=torch.float8_e4m3fn,
+                                device=device)
+        v_scale = torch.empty((b, hk, d_out), dtype=torch.float32, device=device)
+        if smooth_v:
+            v_mean = torch.empty((b, hk, 1, d_out), dtype=torch.float32, device=device)
+    torch.ops.sageattention.quant_mma_operands(
+        q, k, v, q_int8, q_scale, k_int8, k_scale, k_mean, v_operand, v_scale, v_mean, float(pre_scale), q_block,
+        q_warp, q_groups_per_warp, k_block, k_warp, k_groups_per_warp, scale_max, tensor_layout,
+    )
+    return q_int8, q_scale, k_int8, k_scale, k_mean, v_operand, v_scale, v_mean
 
 
 # ---- attention (csrc/qattn/) -------------------------------------------------------------------

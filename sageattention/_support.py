@@ -242,9 +242,9 @@ def select_kernel(
 
 #: Non-attention ops of ``sageattention._C`` the API can use (``quantization_backend="cuda"``).
 CUDA_HELPER_OPS = ("quant_per_block_int8", "mean_over_tokens")
-#: The fused quantizers of the mma.sync attention ops (api._cuda_quantize with
-#: quantization_backend="cuda"; K smoothing also uses mean_over_tokens).
-CUDA_MMA_QUANT_OPS = ("quant_per_thread_int8", "quant_v_fp8_operand", "mean_over_tokens")
+#: The fused quantizers of the mma.sync attention ops: api._cuda_quantize with
+#: quantization_backend="cuda" calls quant_mma_operands (the other three in one op call).
+CUDA_MMA_QUANT_OPS = ("quant_mma_operands", "quant_per_thread_int8", "quant_v_fp8_operand", "mean_over_tokens")
 
 
 def built_cuda_ops() -> frozenset[str]:

@@ -512,6 +512,8 @@ def _require_cuda_op(fn: str, op: str, device: torch.device | None = None) -> No
 
 
 def _check_cuda_call(fn, q, k, v, tensor_layout, flags, choices, sm_scale, kwargs):
+    """Validate a public CUDA function's arguments; return ``(sm_scale, dims)``: the effective
+    softmax scale (``scale=`` applied, None for the default) and :func:`_dims`."""
     sm_scale = _check_kwargs(fn, kwargs, sm_scale)
     _check_tensors(fn, ("q", "k", "v"), (q, k, v), 4, f"({tensor_layout})")
     _check_layout(fn, tensor_layout)
@@ -519,8 +521,7 @@ def _check_cuda_call(fn, q, k, v, tensor_layout, flags, choices, sm_scale, kwarg
         _check_flag(fn, name, flag)
     for name, value, allowed in choices:
         _check_choice(fn, name, value, allowed)
-    _dims(fn, q, k, v, tensor_layout, _support.VARIANTS[fn].head_dims)
-    return sm_scale
+    return sm_scale, _dims(fn, q, k, v, tensor_layout, _support.VARIANTS[fn].head_dims)
 
 
 #: Tile geometry of the mma.sync kernels (csrc/qattn/qk_int8_attn.cuh): 128 query rows per CTA in
@@ -554,11 +555,13 @@ class _CudaOperands:
 
 
 #: Which quantizers feed the CUDA attention ops: "triton" (sageattention/triton/) or "cuda" (the
-#: fused kernels of csrc/fused/: quant_per_thread_int8, quant_v_fp8_operand, compiled into every
-#: build that has the attention ops). "cuda": they passed their GPU tests and are faster on the
-#: H100 (FP8 operands, B=4 H=32 bf16, hd128: 0.20 / 0.72 / 2.73 ms vs Triton 0.60 / 1.24 / 4.41 ms
-#: at 1K / 4K / 16K; hd64 16K is the one case where Triton wins, 1.84 vs 2.01 ms;
-#: benchmarks/results/h100-2026-11-23-session3/).
+#: fused kernels of csrc/fused/, one op call: quant_mma_operands, compiled into every build that
+#: has the attention ops). "cuda": they passed their GPU tests and were already faster on the H100
+#: as five single-op launches (FP8 operands, B=4 H=32 bf16, hd128: 0.20 / 0.72 / 2.73 ms vs Triton
+#: 0.60 / 1.24 / 4.41 ms at 1K / 4K / 16K; hd64 16K was the one case where Triton won, 1.84 vs
+#: 2.01 ms; benchmarks/results/h100-2026-11-23-session3/). The fused op (three launches, 16-byte
+#: loads, Q once and K, V twice from global memory) takes 0.15 / 0.46 / 1.68 ms (hd128) and
+#: 0.11 / 0.28 / 0.95 ms (hd64) there (benchmarks/results/h100-2026-11-23-session4/).
 _CUDA_QUANTIZATION_BACKEND = "cuda"
 
 
@@ -575,6 +578,15 @@ def _cuda_quantize(q, k, v, *, tensor_layout, qk_quant_gran, sm_scale, pv_accum_
         return _cuda_quantize_fused(q, k, v, tensor_layout=tensor_layout, qk_quant_gran=qk_quant_gran,
                                     sm_scale=sm_scale, pv_accum_dtype=pv_accum_dtype, smooth_k=smooth_k,
                                     smooth_v=smooth_v, pv=pv, d=d, d_pad=d_pad)
+    with _device_guard(q):  # Triton launches on the current device
+        return _cuda_quantize_triton(q, k, v, tensor_layout=tensor_layout, qk_quant_gran=qk_quant_gran,
+                                     sm_scale=sm_scale, pv_accum_dtype=pv_accum_dtype, smooth_k=smooth_k,
+                                     smooth_v=smooth_v, pv=pv, d=d, d_pad=d_pad)
+
+
+def _cuda_quantize_triton(q, k, v, *, tensor_layout, qk_quant_gran, sm_scale, pv_accum_dtype, smooth_k, smooth_v,
+                          pv, d, d_pad) -> _CudaOperands:
+    """:func:`_cuda_quantize` with the Triton quantizers."""
     from . import _ops
     from .triton.quant_per_block_int8 import mean_over_tokens, quant_per_block_int8
     from .triton.quant_per_thread_int8 import quant_per_thread_int8, quant_per_warp_int8
@@ -612,28 +624,24 @@ def _cuda_quantize(q, k, v, *, tensor_layout, qk_quant_gran, sm_scale, pv_accum_
 
 def _cuda_quantize_fused(q, k, v, *, tensor_layout, qk_quant_gran, sm_scale, pv_accum_dtype, smooth_k, smooth_v,
                          pv, d, d_pad) -> _CudaOperands:
-    """:func:`_cuda_quantize` with the CUDA quantizers: one kernel per Q/K tensor, two for V
-    (channel statistics, then quantize + transpose + permute into the FP8 operand)."""
+    """:func:`_cuda_quantize` with the CUDA quantizers: one op call, ``sageattention::quant_mma_operands``
+    (K mean and V statistics in one launch, the V operand in a second, Q and K in a third; the
+    single ops called one by one needed five launches and four dispatcher calls). The public
+    functions validated the arguments, so the op's Python wrapper checks are skipped."""
     from . import _ops
 
-    k_mean = _ops.mean_over_tokens(k, tensor_layout=tensor_layout) if smooth_k else None
-    pre = sm_scale * LOG2E  # folded into Q's scale: the kernel's scores are then in log2 units
+    # The op reads any strides with a contiguous last dim (the common case: no copy).
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    fp8 = pv != "fp16"
     # per_thread: 8 Q groups per 16-row slab, 4 K groups per 64 keys; per_warp: one group each.
     q_groups, k_groups = (8, 4) if qk_quant_gran == "per_thread" else (1, 1)
-    q_i8, q_scale = _ops.quant_per_thread_int8(
-        q, block=_CUDA_BLOCK_Q, warp=_CUDA_WARP_Q, groups_per_warp=q_groups, pre_scale=pre,
-        tensor_layout=tensor_layout, head_dim_out=d_pad,
+    q_i8, q_scale, k_i8, k_scale, k_mean, v_operand, v_scale, v_mean = _ops._quant_mma_operands(
+        q, k, v if fp8 else None, sm_scale * LOG2E, q_groups, k_groups, smooth_k,
+        _FP8_V_SCALE_MAX[pv_accum_dtype] if fp8 else _FP8_V_SCALE_MAX["fp32"], smooth_v and fp8, tensor_layout, d_pad,
+        _CUDA_BLOCK_Q, _CUDA_WARP_Q, _CUDA_BLOCK_K, _CUDA_BLOCK_K,
     )
-    k_i8, k_scale = _ops.quant_per_thread_int8(
-        k, block=_CUDA_BLOCK_K, warp=_CUDA_BLOCK_K, groups_per_warp=k_groups, mean=k_mean,
-        tensor_layout=tensor_layout, head_dim_out=d_pad,
-    )
-    if pv == "fp16":
+    if not fp8:
         return _fp16_v_operands(q_i8, q_scale, k_i8, k_scale, v, k_mean, tensor_layout, smooth_v, d_pad)
-    v_operand, v_scale, v_mean = _ops.quant_v_fp8_operand(
-        v, scale_max=_FP8_V_SCALE_MAX[pv_accum_dtype], smooth_v=smooth_v, tensor_layout=tensor_layout,
-        head_dim_out=d_pad,
-    )
     return _CudaOperands(q_i8, q_scale, k_i8, k_scale, v_operand, v_scale, k_mean,
                          _v_mean_in_layout(v_mean, tensor_layout, d))
 
@@ -654,38 +662,51 @@ def _v_mean_in_layout(v_mean, tensor_layout, d):
     return (v_mean if tensor_layout == "HND" else v_mean.transpose(1, 2))[..., :d]
 
 
+#: (function, device) pairs whose compiled op this process found runnable. The build and the GPU
+#: do not change under a running process, and the check costs ~50-70 us of host time per call
+#: (``_support.built_cuda_ops`` looks every op up in the dispatcher; measured on CPU), more than
+#: the quantizers' GPU time at 1K tokens.
+_RUNNABLE_CUDA_CALLS: set = set()
+
+
 def _cuda_attention(
-    fn, q, k, v, *, tensor_layout, is_causal, qk_quant_gran, sm_scale, pv_accum_dtype, smooth_k, smooth_v,
+    fn, q, k, v, *, dims, tensor_layout, is_causal, qk_quant_gran, sm_scale, pv_accum_dtype, smooth_k, smooth_v,
     return_lse, pv,
 ):
-    """Check that this build can run ``fn`` on q's GPU, quantize (:func:`_cuda_quantize`), call the
-    compiled op, slice the head-dim padding off and convert the LSE."""
+    """Check (once per process) that this build can run ``fn`` on q's GPU, quantize
+    (:func:`_cuda_quantize`), call the compiled op, slice the head-dim padding off and convert
+    the LSE. ``dims``: :func:`_dims` of the validated arguments.
+
+    No Python device guard: the compiled ops set the device of their tensors themselves
+    (``c10::cuda::CUDAGuard``) and every allocation here names its device."""
     from . import _ops
 
-    _require_cuda_op(fn, _support.VARIANTS[fn].cuda_op, q.device)
-    if q.device.type != "cuda":
-        raise ValueError(f"{fn}: needs CUDA tensors, got q on {q.device}")
+    if (fn, q.device) not in _RUNNABLE_CUDA_CALLS:
+        _require_cuda_op(fn, _support.VARIANTS[fn].cuda_op, q.device)
+        if q.device.type != "cuda":
+            raise ValueError(f"{fn}: needs CUDA tensors, got q on {q.device}")
+        _RUNNABLE_CUDA_CALLS.add((fn, q.device))
     head_dims = _support.VARIANTS[fn].head_dims
-    b, hq, hkv, lq, lk, d = _dims(fn, q, k, v, tensor_layout, head_dims)
+    b, hq, hkv, lq, lk, d = dims
     if b * hq * lq == 0:
         return _empty_result(q, return_lse, (b, hq, lq))
     d_pad = _padded_head_dim(d, head_dims)
     if sm_scale is None:
         sm_scale = d**-0.5
-    with _device_guard(q):
-        ops = _cuda_quantize(
-            q, k, v, tensor_layout=tensor_layout, qk_quant_gran=qk_quant_gran, sm_scale=sm_scale,
-            pv_accum_dtype=pv_accum_dtype, smooth_k=smooth_k, smooth_v=smooth_v, pv=pv, d=d, d_pad=d_pad,
-        )
-        common = dict(tensor_layout=tensor_layout, is_causal=is_causal, qk_quant_gran=qk_quant_gran, qk_scale=1.0,
-                      pv_accum_dtype=pv_accum_dtype, output_dtype=q.dtype, return_lse=return_lse)
-        if pv == "fp16":
-            out, lse2 = _ops.qk_int8_sv_f16_attn(ops.q_i8, ops.k_i8, ops.v, ops.q_scale, ops.k_scale, **common)
-        else:
-            # The sm89 and sm90 FP8 ops take the same operands (_ops.fp8_v_operand).
-            fp8_op = getattr(_ops, _support.VARIANTS[fn].cuda_op)
-            out, lse2 = fp8_op(ops.q_i8, ops.k_i8, ops.v, ops.v_scale, ops.q_scale, ops.k_scale, **common)
-    out = out[..., :d]
+    ops = _cuda_quantize(
+        q, k, v, tensor_layout=tensor_layout, qk_quant_gran=qk_quant_gran, sm_scale=sm_scale,
+        pv_accum_dtype=pv_accum_dtype, smooth_k=smooth_k, smooth_v=smooth_v, pv=pv, d=d, d_pad=d_pad,
+    )
+    common = dict(tensor_layout=tensor_layout, is_causal=is_causal, qk_quant_gran=qk_quant_gran, qk_scale=1.0,
+                  pv_accum_dtype=pv_accum_dtype, output_dtype=q.dtype, return_lse=return_lse)
+    if pv == "fp16":
+        out, lse2 = _ops.qk_int8_sv_f16_attn(ops.q_i8, ops.k_i8, ops.v, ops.q_scale, ops.k_scale, **common)
+    else:
+        # The sm89 and sm90 FP8 ops take the same operands (_ops.fp8_v_operand).
+        fp8_op = getattr(_ops, _support.VARIANTS[fn].cuda_op)
+        out, lse2 = fp8_op(ops.q_i8, ops.k_i8, ops.v, ops.v_scale, ops.q_scale, ops.k_scale, **common)
+    if d != d_pad:
+        out = out[..., :d]
     if ops.v_mean is not None:
         vm = ops.v_mean.repeat_interleave(hq // hkv, dim=1 if tensor_layout == "HND" else 2)
         out = (out.float() + vm).to(q.dtype)
@@ -731,7 +752,7 @@ def sageattn_qk_int8_pv_fp16_cuda(
     Archs: sm80, sm86, sm87, sm89, sm90, sm100+ (see ``_support.VARIANTS``).
     """
     fn = "sageattn_qk_int8_pv_fp16_cuda"
-    _check_cuda_call(
+    sm_scale, dims = _check_cuda_call(
         fn, q, k, v, tensor_layout,
         (("is_causal", is_causal), ("smooth_k", smooth_k), ("smooth_v", smooth_v), ("return_lse", return_lse)),
         (("qk_quant_gran", qk_quant_gran, ("per_thread", "per_warp")),
@@ -741,7 +762,7 @@ def sageattn_qk_int8_pv_fp16_cuda(
     if smooth_v and pv_accum_dtype != "fp16":
         raise ValueError(f"{fn}: smooth_v=True needs pv_accum_dtype='fp16', got {pv_accum_dtype!r}")
     return _cuda_attention(
-        fn, q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, qk_quant_gran=qk_quant_gran,
+        fn, q, k, v, dims=dims, tensor_layout=tensor_layout, is_causal=is_causal, qk_quant_gran=qk_quant_gran,
         sm_scale=sm_scale, pv_accum_dtype=pv_accum_dtype, smooth_k=smooth_k, smooth_v=smooth_v,
         return_lse=return_lse, pv="fp16",
     )
@@ -779,7 +800,7 @@ def sageattn_qk_int8_pv_fp8_cuda(
         This build has no compiled kernel for it.
     """
     fn = "sageattn_qk_int8_pv_fp8_cuda"
-    _check_cuda_call(
+    sm_scale, dims = _check_cuda_call(
         fn, q, k, v, tensor_layout,
         (("is_causal", is_causal), ("smooth_k", smooth_k), ("smooth_v", smooth_v), ("return_lse", return_lse)),
         (("qk_quant_gran", qk_quant_gran, ("per_thread", "per_warp")),
@@ -789,7 +810,7 @@ def sageattn_qk_int8_pv_fp8_cuda(
     if smooth_v and pv_accum_dtype != "fp32":
         raise ValueError(f"{fn}: smooth_v=True needs pv_accum_dtype='fp32', got {pv_accum_dtype!r}")
     return _cuda_attention(
-        fn, q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, qk_quant_gran=qk_quant_gran,
+        fn, q, k, v, dims=dims, tensor_layout=tensor_layout, is_causal=is_causal, qk_quant_gran=qk_quant_gran,
         sm_scale=sm_scale, pv_accum_dtype=pv_accum_dtype, smooth_k=smooth_k, smooth_v=smooth_v,
         return_lse=return_lse, pv="fp8",
     )
@@ -830,7 +851,7 @@ def sageattn_qk_int8_pv_fp8_cuda_sm90(
         This build has no compiled kernel for it.
     """
     fn = "sageattn_qk_int8_pv_fp8_cuda_sm90"
-    _check_cuda_call(
+    sm_scale, dims = _check_cuda_call(
         fn, q, k, v, tensor_layout,
         (("is_causal", is_causal), ("smooth_k", smooth_k), ("return_lse", return_lse)),
         (("qk_quant_gran", qk_quant_gran, ("per_thread", "per_warp")),
@@ -838,7 +859,7 @@ def sageattn_qk_int8_pv_fp8_cuda_sm90(
         sm_scale, kwargs,
     )
     return _cuda_attention(
-        fn, q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, qk_quant_gran=qk_quant_gran,
+        fn, q, k, v, dims=dims, tensor_layout=tensor_layout, is_causal=is_causal, qk_quant_gran=qk_quant_gran,
         sm_scale=sm_scale, pv_accum_dtype=pv_accum_dtype, smooth_k=smooth_k, smooth_v=False,
         return_lse=return_lse, pv="fp8",
     )

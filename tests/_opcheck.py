@@ -13,6 +13,8 @@ import torch
 #: An e4m3 NaN: a saturating (satfinite) conversion never produces it, so any byte still holding
 #: it after the call was not written.
 E4M3_NAN_BYTE = 0x7F
+#: An int8 code the quantizers never write (they clamp to [-127, 127]).
+INT8_UNWRITTEN = -128
 
 
 def check_schema_by_bytes(op, args: list) -> None:
@@ -29,6 +31,8 @@ def check_schema_by_bytes(op, args: list) -> None:
         if isinstance(args[i], torch.Tensor):
             if args[i].dtype == torch.float8_e4m3fn:
                 args[i].view(torch.uint8).fill_(E4M3_NAN_BYTE)
+            elif args[i].dtype == torch.int8:
+                args[i].fill_(INT8_UNWRITTEN)
             else:
                 args[i].fill_(float("nan"))
     op(*args)
@@ -40,5 +44,7 @@ def check_schema_by_bytes(op, args: list) -> None:
             continue
         if t.dtype == torch.float8_e4m3fn:
             assert (t.view(torch.uint8) != E4M3_NAN_BYTE).all(), f"output argument {arguments[i].name} not fully written"
+        elif t.dtype == torch.int8:
+            assert (t != INT8_UNWRITTEN).all(), f"output argument {arguments[i].name} not fully written"
         else:
             assert torch.isfinite(t).all(), f"output argument {arguments[i].name} not fully written"

@@ -35,7 +35,7 @@ def _schemas() -> dict[str, str]:
 def test_every_schema_lives_in_torch_bindings():
     names = list(_schemas())
     assert names == ["quant_per_block_int8", "mean_over_tokens", "quant_per_thread_int8", "quant_v_fp8_operand",
-                     "qk_int8_sv_f16_attn", "qk_int8_sv_f8_attn", "qk_int8_sv_f8_attn_sm90"]
+                     "quant_mma_operands", "qk_int8_sv_f16_attn", "qk_int8_sv_f8_attn", "qk_int8_sv_f8_attn_sm90"]
     elsewhere = [p for p in CSRC.rglob("*") if p.is_file() and p != BINDINGS and _DEF.search(p.read_text())]
     assert elsewhere == [], "TORCH_LIBRARY schemas belong in csrc/torch_bindings.cpp only"
 

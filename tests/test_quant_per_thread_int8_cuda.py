@@ -107,6 +107,48 @@ def test_matches_triton_on_strided_inputs_and_padded_head_dims(gpu, grouping, he
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+@pytest.mark.parametrize("head_dim, head_dim_out, offset", [(128, 128, 8), (64, 64, 1), (36, 64, 8)],
+                         ids=["16-byte-chunks", "unaligned-rows", "hd36"])
+@pytest.mark.parametrize("block, warp, groups", [(128, 16, 8), (64, 64, 4), (256, 256, 2), (512, 512, 1)],
+                         ids=["q-tile", "k-tile", "slab256", "slab512"])
+def test_kernel_paths_match_reference(gpu, block, warp, groups, head_dim, head_dim_out, offset, layout):
+    """The kernel's paths (csrc/fused/quant_per_thread_int8.cu): 16-byte chunks, or single values
+    for rows that are not 16-byte aligned or D % 8 != 0; tiles of several slabs held in registers,
+    or slabs too long for that (256, 512 rows) whose rows are read twice."""
+    dims = (1, 3, 700, head_dim) if layout == "HND" else (1, 700, 3, head_dim)
+    big = torch.zeros(dims[0], dims[1] + 1, dims[2], dims[3] + 16, device="cuda", dtype=torch.bfloat16)
+    x = big[:, 1:, :, offset:offset + head_dim]
+    x.copy_(torch.randn(dims, device="cuda") + 2.0 * torch.randn(head_dim, device="cuda"))
+    mean = channel_mean(x, layout)
+    got = _ops.quant_per_thread_int8(x, block=block, warp=warp, groups_per_warp=groups, pre_scale=0.7, mean=mean,
+                                     tensor_layout=layout, head_dim_out=head_dim_out)
+    want_q, want_s = expected(x, layout, block, warp, groups, 0.7, mean)
+    assert_exact(got[0][..., :head_dim], want_q, "x_int8")
+    assert_exact(got[1], want_s, "scale")
+    assert (got[0][..., head_dim:] == 0).all()
+
+
+@pytest.mark.gpu
+def test_element_offsets_beyond_int32(gpu):
+    """A tensor of more than 2**31 elements: the tail tiles' offsets only fit in int64 index math.
+    Slabs are quantized independently, so the tail equals the op run on the tail alone."""
+    length = 2**31 // 128 + 200  # [1, 1, L, 128]: 2**31 + 25600 elements
+    need = length * 128 * 3  # fp16 input + int8 output, in bytes
+    free, _ = torch.cuda.mem_get_info()
+    if free < need + (1 << 30):
+        pytest.skip(f"needs {need / 2**30:.1f} GiB free GPU memory, {free / 2**30:.1f} GiB free")
+    x = torch.zeros(1, 1, length, 128, device="cuda", dtype=torch.float16)
+    tail = (length - 300) // 128 * 128  # a 128-row tile boundary ~300 tokens before the end
+    with torch.no_grad():
+        x[:, :, tail:] = torch.randn(1, 1, length - tail, 128, device="cuda", dtype=torch.float16)
+    x_int8, scale = run(x, "HND", "q-per-thread")
+    want_q, want_s = run(x[:, :, tail:].contiguous(), "HND", "q-per-thread")
+    assert_exact(x_int8[:, :, tail:], want_q, "tail x_int8 past 2**31 elements")
+    assert_exact(scale[:, :, tail // 16 * 8:], want_s, "tail scales past 2**31 elements")
+
+
+@pytest.mark.gpu
 def test_all_zero_groups_have_scale_zero(gpu):
     x = make((1, 2, 100, 64), "HND", torch.float16)
     with torch.no_grad():

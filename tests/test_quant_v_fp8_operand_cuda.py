@@ -27,7 +27,9 @@ def gpu():
     require_op("quant_v_fp8_operand")
 
 
-def make(shape_bhld, layout, dtype, *, sliced=False, integers=False):
+def make(shape_bhld, layout, dtype, *, sliced=False, integers=False, offset=8):
+    """``sliced``: a view into a wider buffer whose rows start ``offset`` channels in (1: rows
+    not 16-byte aligned, the kernels' single-value path)."""
     b, h, n, d = shape_bhld
     dims = (b, h, n, d) if layout == "HND" else (b, n, h, d)
     big = (dims[0], dims[1] + 3, dims[2], dims[3] + 16) if sliced else dims
@@ -36,7 +38,7 @@ def make(shape_bhld, layout, dtype, *, sliced=False, integers=False):
     else:
         x = (torch.randn(big, device="cuda") * 3 + torch.randn(big[-1], device="cuda")).to(dtype)
     if sliced:
-        x = x[:, 1:1 + dims[1], :, 8:8 + d]
+        x = x[:, 1:1 + dims[1], :, offset:offset + d]
         assert not x.is_contiguous() and x.stride(-1) == 1
     return x
 
@@ -109,9 +111,11 @@ def test_smooth_v_random_inputs_within_one_step(gpu, layout):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout", ["HND", "NHD"])
-@pytest.mark.parametrize("head_dim, d_out", [(32, 64), (64, 64), (96, 128), (128, 128), (256, 256)])
-def test_strided_inputs_and_padded_head_dims(gpu, head_dim, d_out, layout):
-    v = make((1, 4, 300, head_dim), layout, torch.bfloat16, sliced=True)
+@pytest.mark.parametrize("head_dim, d_out, offset", [(32, 64, 8), (64, 64, 8), (96, 128, 8), (128, 128, 8),
+                                                    (256, 256, 8), (36, 64, 8), (128, 128, 1)],
+                         ids=["hd32", "hd64", "hd96", "hd128", "hd256", "hd36", "unaligned-rows"])
+def test_strided_inputs_and_padded_head_dims(gpu, head_dim, d_out, offset, layout):
+    v = make((1, 4, 300, head_dim), layout, torch.bfloat16, sliced=True, offset=offset)
     operand, scale, _ = run(v, layout, 448.0, False, d_out)
     want_operand, want_scale, _ = triton_path(v, layout, 448.0, False, d_out)
     assert operand.shape == (1, 4, d_out, 320)
@@ -138,6 +142,26 @@ def test_zero_channels_and_token_padding(gpu):
     # Channel c of token 0 sits at position 0 and equals e4m3(v / scale): the layout, independent of the Triton path.
     want = (v[:, :, 0].float() / torch.where(scale > 0, scale, 1)).clamp(-448, 448).to(torch.float8_e4m3fn)
     assert_same_bytes(operand[..., 0].contiguous(), want, "token 0")
+
+
+@pytest.mark.gpu
+def test_element_offsets_beyond_int32(gpu):
+    """More than 2**31 elements: the tail's offsets only fit in int64 index math. V is zero but
+    for a tail with both signs in every channel, so the scales are the tail's and the tail's
+    operand columns equal the op run on the tail alone (it starts at a 64-token group)."""
+    length = 2**31 // 128 + 200  # [1, 1, L, 128]
+    need = length * 128 * 3  # fp16 input + fp8 operand, in bytes
+    free, _ = torch.cuda.mem_get_info()
+    if free < need + (1 << 30):
+        pytest.skip(f"needs {need / 2**30:.1f} GiB free GPU memory, {free / 2**30:.1f} GiB free")
+    v = torch.zeros(1, 1, length, 128, device="cuda", dtype=torch.float16)
+    tail = (length - 300) // 64 * 64
+    with torch.no_grad():
+        v[:, :, tail:] = torch.randn(1, 1, length - tail, 128, device="cuda", dtype=torch.float16)
+    operand, scale, _ = run(v, "HND", 448.0, False, None)
+    want_operand, want_scale, _ = run(v[:, :, tail:].contiguous(), "HND", 448.0, False, None)
+    assert_exact(scale, want_scale, "v_scale")
+    assert_same_bytes(operand[..., tail:].contiguous(), want_operand, "tail operand past 2**31 elements")
 
 
 @pytest.mark.gpu

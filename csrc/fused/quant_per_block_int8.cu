@@ -104,37 +104,6 @@ __global__ void QuantPerBlockInt8Kernel(const T* __restrict__ x, int8_t* __restr
   }
 }
 
-constexpr int kMeanChannels = 32;  // one warp across channels: coalesced loads
-constexpr int kMeanRows = 8;       // token rows summed in parallel, then combined
-
-// mean[b, h, 0, c] = sum_t x[b, h, t, c] / L in float32.
-// grid = (ceil(D / 32), H, B), block = (32, 8).
-template <typename T>
-__global__ void MeanOverTokensKernel(const T* __restrict__ x, float* __restrict__ mean,
-                                     TokenStrides x_strides, TokenStrides mean_strides,
-                                     int num_tokens, int head_dim) {
-  __shared__ float partial[kMeanRows][kMeanChannels];
-  const int channel = blockIdx.x * kMeanChannels + threadIdx.x;
-  const int64_t head = blockIdx.y;
-  const int64_t batch = blockIdx.z;
-  float sum = 0.0f;
-  if (channel < head_dim) {
-    const T* column = x + batch * x_strides.batch + head * x_strides.head + channel;
-    // int64 counter: with num_tokens near INT32_MAX an int `token += 8` would overflow.
-    for (int64_t token = threadIdx.y; token < num_tokens; token += kMeanRows) {
-      sum += to_float(column[token * x_strides.token]);
-    }
-  }
-  partial[threadIdx.y][threadIdx.x] = sum;
-  __syncthreads();
-  if (threadIdx.y == 0 && channel < head_dim) {
-    float total = 0.0f;
-    for (int row = 0; row < kMeanRows; ++row) total += partial[row][threadIdx.x];
-    mean[batch * mean_strides.batch + head * mean_strides.head + channel] =
-        __fdiv_rn(total, static_cast<float>(num_tokens));
-  }
-}
-
 // ---- host side ----------------------------------------------------------------------------
 
 void quant_per_block_int8(const at::Tensor& x, at::Tensor& x_int8, at::Tensor& scale,
@@ -195,8 +164,7 @@ void quant_per_block_int8(const at::Tensor& x, at::Tensor& x_int8, at::Tensor& s
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-void mean_over_tokens(const at::Tensor& x, at::Tensor& mean, const std::string& tensor_layout) {
-  const bool nhd = is_nhd(tensor_layout);
+StatsJob mean_over_tokens_job(const at::Tensor& x, at::Tensor& mean, bool nhd) {
   check_input(x, "x");
   const int64_t batch = x.size(0);
   const int64_t heads = x.size(nhd ? 2 : 1);
@@ -207,25 +175,28 @@ void mean_over_tokens(const at::Tensor& x, at::Tensor& mean, const std::string& 
   TORCH_CHECK(heads <= kMaxGridYZ && batch <= kMaxGridYZ, "sageattention: at most ", kMaxGridYZ,
               " heads and batch entries are supported, got ", heads, " and ", batch);
   check_mean(x, mean, nhd, "mean");
-  if (batch == 0 || heads == 0) return;
+  StatsJob job;
+  job.kind = StatsJob::kMean;
+  job.x = x.data_ptr();
+  job.x_strides = token_strides(x, nhd);
+  job.mean = mean.data_ptr<float>();
+  job.mean_strides = TokenStrides{mean.stride(0), mean.stride(1), 0};
+  job.batch = static_cast<int>(batch);
+  job.heads = static_cast<int>(heads);
+  job.num_tokens = static_cast<int>(tokens);
+  job.head_dim = static_cast<int>(head_dim);
+  job.head_dim_out = static_cast<int>(head_dim);
+  return job;
+}
 
+// mean[b, h, 0, c] = sum_t x[b, h, t, c] / L in float32, by ChannelStatsKernel
+// (quant_v_fp8_operand.cu; its summation order: 8 token classes t mod 8, then class order).
+void mean_over_tokens(const at::Tensor& x, at::Tensor& mean, const std::string& tensor_layout) {
+  const bool nhd = is_nhd(tensor_layout);
+  StatsJob job = mean_over_tokens_job(x, mean, nhd);
+  if (job.batch == 0 || job.heads == 0) return;
   const c10::cuda::CUDAGuard device_guard(x.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const dim3 grid(static_cast<unsigned>((head_dim + kMeanChannels - 1) / kMeanChannels),
-                  static_cast<unsigned>(heads), static_cast<unsigned>(batch));
-  const dim3 threads(kMeanChannels, kMeanRows);
-  const TokenStrides x_strides = token_strides(x, nhd);
-  const TokenStrides mean_strides{mean.stride(0), mean.stride(1), 0};
-  if (x.scalar_type() == at::kHalf) {
-    MeanOverTokensKernel<__half><<<grid, threads, 0, stream>>>(
-        reinterpret_cast<const __half*>(x.data_ptr()), mean.data_ptr<float>(), x_strides,
-        mean_strides, static_cast<int>(tokens), static_cast<int>(head_dim));
-  } else {
-    MeanOverTokensKernel<__nv_bfloat16><<<grid, threads, 0, stream>>>(
-        reinterpret_cast<const __nv_bfloat16*>(x.data_ptr()), mean.data_ptr<float>(), x_strides,
-        mean_strides, static_cast<int>(tokens), static_cast<int>(head_dim));
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_channel_stats(&job, 1, x.scalar_type());
 }
 
 }  // namespace detail

@@ -52,19 +52,80 @@ struct Smem {
   static constexpr int kQBytes = kCtaQ * kQPitch;
   static constexpr int kKBytes = kCtaK * kKPitch;
   static constexpr int kVBytes = kVRows * kVPitch;
-  static constexpr int kTotal = kQBytes + 2 * kKBytes + 2 * kVBytes;
+  static constexpr int kStageBytes = kKBytes + kVBytes;  // stage s: K at kQBytes + s * kStageBytes, then V
+  static constexpr int kTotal = kQBytes + 2 * kStageBytes;
 };
 
+// CTAs per SM the kernel is compiled for (__launch_bounds__), where two CTAs' shared memory fits
+// the SM (1 KB of each is reserved by the system); two cap registers at 128 per thread.
+// hd64: two (16 warps per SM; ~125-165 registers unbounded, and the unbounded build of the
+// previous kernel already settled at 128 by itself).
+// hd128: one by default: 8 warps, and ptxas free to use ~170-255 registers, with which it keeps
+// ~10 V ldmatrix in flight ahead of the P·V MMAs. SAGEATTN_QATTN_TWO_CTAS_PER_SM=1 (e.g.
+// NVCC_APPEND_FLAGS=-DSAGEATTN_QATTN_TWO_CTAS_PER_SM=1) asks for two there too: 16 warps, which
+// ptxas 13.0 fits in 128 registers by spilling ~9 loop-invariant values (reloaded from L1 once per
+// KV block) and with fewer loads in flight. Whether that wins is for a GPU to say; it is off by
+// default because tests/test_qattn_compile_archs.py requires spill-free hd128 builds.
+#ifndef SAGEATTN_QATTN_TWO_CTAS_PER_SM
+#define SAGEATTN_QATTN_TWO_CTAS_PER_SM 0
+#endif
+// Shared memory of one SM (CUDA guide's per-arch table); the host pass only needs some value.
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 860 || __CUDA_ARCH__ == 890 || __CUDA_ARCH__ >= 1200)
+constexpr int kSmemPerSm = 100 * 1024;
+#else
+constexpr int kSmemPerSm = 164 * 1024;  // sm80/sm87 (sm90/sm100: 228 KB, at least as much)
+#endif
+
 template <int D, PvMode M>
-__global__ void __launch_bounds__(kThreads) QkInt8AttnKernel(const AttnParams p) {
+constexpr int min_ctas_per_sm() {
+  const bool fits = 2 * (Smem<D, M>::kTotal + 1024) <= kSmemPerSm;
+  return fits && (D == 64 || SAGEATTN_QATTN_TWO_CTAS_PER_SM) ? 2 : 1;
+}
+
+// online_softmax (qk_int8_attn_common.cuh) for s = x · dq, where `s` comes in as x, the
+// unscaled S (dequantize_and_mask with dq = 1): each lane takes its max over x and scales it by
+// its own dq (dq > 0 keeps the order and rounding is monotonic, so m is the same float; the
+// scale must come before the quad reduction because per-thread K scales differ between the
+// quad's lanes), and dq enters the exponent as one
+// FFMA, P = 2^(x · dq - (m - p_shift)), instead of an FMUL per element before the max: 32 FMUL
+// fewer per KV block and warp, and none between the S MMAs and the max. P differs from
+// 2^(round(x · dq) - (m - p_shift)) by at most one rounding of the exponent's argument.
+template <int kNT>
+__device__ __forceinline__ void online_softmax_scaled(float (&s)[kNT][4], float dq, float (&m_row)[2],
+                                                      float (&l_row)[2], float (&alpha)[2], float p_shift) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int t = 0; t < kNT; ++t) mx = fmaxf(mx, fmaxf(s[t][2 * r], s[t][2 * r + 1]));
+    // Scale before the quad reduction: per-thread K scales differ between the quad's lanes
+    // (H100 run, session 4: quad_max(x) * dq broke every per_thread case). -inf · dq = -inf.
+    mx = fmaxf(m_row[r], quad_max(mx * dq));
+    // A row that has seen only masked keys keeps m = -inf; subtract 0 then so P = 0, not NaN.
+    const float m_use = mx == -INFINITY ? 0.0f : mx;
+    alpha[r] = ptx::fast_exp2(m_row[r] - m_use);
+    m_row[r] = mx;
+    const float neg_base = p_shift - m_use;
+    float sum = 0.0f;
+#pragma unroll
+    for (int t = 0; t < kNT; ++t) {
+      s[t][2 * r] = ptx::fast_exp2(fmaf(s[t][2 * r], dq, neg_base));
+      s[t][2 * r + 1] = ptx::fast_exp2(fmaf(s[t][2 * r + 1], dq, neg_base));
+      sum += s[t][2 * r] + s[t][2 * r + 1];
+    }
+    l_row[r] = l_row[r] * alpha[r] + sum;
+  }
+}
+
+template <int D, PvMode M>
+__global__ void __launch_bounds__(kThreads, min_ctas_per_sm<D, M>()) QkInt8AttnKernel(const AttnParams p) {
   using S = Smem<D, M>;
   constexpr bool kFp8 = is_fp8(M);
   constexpr int kNT = kCtaK / 8;  // S n-tiles per warp
   constexpr int kDT = D / 8;      // O n-tiles per warp
   extern __shared__ __align__(128) uint8_t smem[];
   uint8_t* q_smem = smem;
-  uint8_t* k_smem = smem + S::kQBytes;
-  uint8_t* v_smem = k_smem + 2 * S::kKBytes;
+  uint8_t* kv_smem = smem + S::kQBytes;
 
   const int tid = threadIdx.x;
   const int warp = tid / 32;
@@ -85,34 +146,51 @@ __global__ void __launch_bounds__(kThreads) QkInt8AttnKernel(const AttnParams p)
 
   const int num_kv_blocks = num_kv_blocks_for(p, q0);
 
-  // ---- async tile loads (16-byte chunks; rows past the end are zero-filled) ----
+  // ---- async K/V tile loads (16-byte chunks; rows past L_k are zero-filled) ----
+  // A thread copies the same column of rows row0, row0 + kRowStep, ... of each tile in every
+  // block: its source pointers and shared addresses are set up once here, a block adds kv0 rows
+  // and a chunk adds a multiple of the (uniform) row step. The generic form, `for (c = tid; c <
+  // n; c += kThreads)` with `(kv0 + row) * stride` per chunk, cost ~400 SASS instructions and
+  // 22 branches per KV block (hd128 f16: 40 % of the loop body) for 6 LDGSTS.
+  constexpr int kKChunksPerRow = D / 16;
+  constexpr int kKRowStep = kThreads / kKChunksPerRow;
+  constexpr int kKPerThread = kCtaK / kKRowStep;
+  static_assert(kThreads % kKChunksPerRow == 0 && kCtaK % kKRowStep == 0, "K tile split");
+  const int k_row0 = tid / kKChunksPerRow;
+  const int8_t* k_src0 = k_base + k_row0 * p.k_stride[2] + (tid % kKChunksPerRow) * 16;
+  const int64_t k_src_step = kKRowStep * p.k_stride[2];
+  const uint32_t k_dst0 = ptx::smem_addr(kv_smem + k_row0 * S::kKPitch + (tid % kKChunksPerRow) * 16);
+
+  // f16 V: rows are tokens. e4m3 Vᵀ: rows are channels and every 64-key block lies inside the
+  // zero-padded L_pad, so a block moves 64 bytes to the right instead of 64 rows down.
+  constexpr int kVChunksPerRow = (kFp8 ? kCtaK : 2 * D) / 16;
+  constexpr int kVRowStep = kThreads / kVChunksPerRow;
+  constexpr int kVPerThread = S::kVRows / kVRowStep;
+  static_assert(kThreads % kVChunksPerRow == 0 && S::kVRows % kVRowStep == 0, "V tile split");
+  const int v_row0 = tid / kVChunksPerRow;
+  const int64_t v_row_bytes = kFp8 ? p.v_stride[2] : 2 * p.v_stride[2];
+  const uint8_t* v_src0 = v_base + v_row0 * v_row_bytes + (tid % kVChunksPerRow) * 16;
+  const int64_t v_src_step = kVRowStep * v_row_bytes;
+  const uint32_t v_dst0 = ptx::smem_addr(kv_smem + S::kKBytes + v_row0 * S::kVPitch + (tid % kVChunksPerRow) * 16);
+
   auto load_kv = [&](int block, int stage) {
     const int kv0 = block * kCtaK;
-    constexpr int kKChunks = D / 16;
-    uint8_t* ks = k_smem + stage * S::kKBytes;
-    for (int c = tid; c < kCtaK * kKChunks; c += kThreads) {
-      const int row = c / kKChunks, col = (c % kKChunks) * 16;
-      const bool ok = kv0 + row < p.lk;
-      const int8_t* src = k_base + (ok ? (kv0 + row) * p.k_stride[2] : 0) + col;
-      ptx::cp_async_16(ptx::smem_addr(ks + row * S::kKPitch + col), src, ok);
+    const int rows_left = p.lk - kv0;  // tile rows at or past this are keys past L_k
+    const uint32_t stage_off = stage * S::kStageBytes;
+    const int8_t* k_src = k_src0 + kv0 * p.k_stride[2];
+#pragma unroll
+    for (int i = 0; i < kKPerThread; ++i) {
+      // A zero-filled chunk reads nothing, but its address stays inside the tensor.
+      const bool ok = k_row0 + i * kKRowStep < rows_left;
+      ptx::cp_async_16(k_dst0 + stage_off + i * kKRowStep * S::kKPitch, ok ? k_src : k_base, ok);
+      k_src += k_src_step;
     }
-    uint8_t* vs = v_smem + stage * S::kVBytes;
-    if constexpr (kFp8) {
-      // Vᵀ rows are channels; every 64-key block lies inside the zero-padded L_pad.
-      constexpr int kVChunks = kCtaK / 16;
-      for (int c = tid; c < D * kVChunks; c += kThreads) {
-        const int row = c / kVChunks, col = (c % kVChunks) * 16;
-        const uint8_t* src = v_base + row * p.v_stride[2] + kv0 + col;
-        ptx::cp_async_16(ptx::smem_addr(vs + row * S::kVPitch + col), src, true);
-      }
-    } else {
-      constexpr int kVChunks = 2 * D / 16;
-      for (int c = tid; c < kCtaK * kVChunks; c += kThreads) {
-        const int row = c / kVChunks, col = (c % kVChunks) * 16;
-        const bool ok = kv0 + row < p.lk;
-        const uint8_t* src = v_base + (ok ? (kv0 + row) * p.v_stride[2] * 2 : 0) + col;
-        ptx::cp_async_16(ptx::smem_addr(vs + row * S::kVPitch + col), src, ok);
-      }
+    const uint8_t* v_src = v_src0 + (kFp8 ? int64_t{kv0} : kv0 * v_row_bytes);
+#pragma unroll
+    for (int i = 0; i < kVPerThread; ++i) {
+      const bool ok = kFp8 || v_row0 + i * kVRowStep < rows_left;
+      ptx::cp_async_16(v_dst0 + stage_off + i * kVRowStep * S::kVPitch, ok ? v_src : v_base, ok);
+      v_src += v_src_step;
     }
   };
 
@@ -122,15 +200,19 @@ __global__ void __launch_bounds__(kThreads) QkInt8AttnKernel(const AttnParams p)
 
   // ---- per-thread state ----
   const int warp_row0 = q0 + warp * kWarpQ;
-  const float* ks_base = p.k_scale + batch * p.ks_stride[0] + kv_head * p.ks_stride[1];
   const float q_scale = lane_q_scale(p, batch, head, q_block, warp, group);
-  const int k_group_index = p.k_groups == 1 ? 0 : tig;
+  const float* k_scale_ptr = p.k_scale + batch * p.ks_stride[0] + kv_head * p.ks_stride[1] +
+                             (p.k_groups == 1 ? 0 : tig);
   const float p_shift = kFp8 ? kFp8PLog2Scale : 0.0f;
+  // Block j + 1's K scale is fetched while block j computes. (Read at its use, as before, the
+  // LDG went out after the barrier, mid-way through the S MMAs, and the first FMUL waited on it.)
+  float k_scale_next = num_kv_blocks > 0 ? __ldg(k_scale_ptr) : 0.0f;
 
-  uint32_t q_frag[D / 32][4];
   float m_row[2] = {-INFINITY, -INFINITY};
   float l_row[2] = {0.0f, 0.0f};  // this lane's partial row sums; quad-reduced at the end
   constexpr bool kO16 = M == PvMode::kF16Acc16;
+  // Modes that add a per-block MMA result to O on CUDA cores instead of accumulating into it.
+  constexpr bool kBufferedO = M == PvMode::kF16Acc16Buf || M == PvMode::kF8Acc32Buf || M == PvMode::kF8Acc16Buf;
   float o_acc[kO16 ? 1 : kDT][4];
   uint32_t o_h[kO16 ? kDT : 1][2];
   if constexpr (kO16) {
@@ -141,9 +223,27 @@ __global__ void __launch_bounds__(kThreads) QkInt8AttnKernel(const AttnParams p)
     for (int t = 0; t < kDT; ++t) o_acc[t][0] = o_acc[t][1] = o_acc[t][2] = o_acc[t][3] = 0.0f;
   }
 
+  // ldmatrix row addresses of this lane (stage 0; a stage adds kStageBytes). x4 loads: lanes
+  // 8 i .. 8 i + 7 address matrix i (mma.cuh).
+  const uint32_t q_lane =
+      ptx::smem_addr(q_smem + (warp * kWarpQ + (lane & 7) + ((lane >> 3) & 1) * 8) * S::kQPitch + (lane >> 4) * 16);
+  const uint32_t k_lane =
+      ptx::smem_addr(kv_smem + ((lane & 7) + (lane >> 4) * 8) * S::kKPitch + ((lane >> 3) & 1) * 16);
+  // f16 V (trans): matrices 0/1 keys +0/+8 of channels +0, 2/3 the same of channels +8.
+  // e4m3 Vᵀ: matrices 0/1 keys +0/+16 of channels +0, 2/3 the same of channels +8.
+  const uint32_t v_lane =
+      kFp8 ? ptx::smem_addr(kv_smem + S::kKBytes + ((lane & 7) + (lane >> 4) * 8) * S::kVPitch +
+                            ((lane >> 3) & 1) * 16)
+           : ptx::smem_addr(kv_smem + S::kKBytes + ((lane & 7) + ((lane >> 3) & 1) * 8) * S::kVPitch +
+                            (lane >> 4) * 16);
+
   for (int block = 0; block < num_kv_blocks; ++block) {
     const int stage = block & 1;
+    // dq > 0 for online_softmax_scaled; an all-zero Q or K group (scale 0) has x = 0, and
+    // FLT_MIN keeps masked keys at -inf · dq = -inf instead of NaN.
+    const float dq = fmaxf(q_scale * k_scale_next, 1.17549435e-38f);
     if (block + 1 < num_kv_blocks) {
+      k_scale_next = __ldg(k_scale_ptr + (block + 1) * p.k_groups);
       load_kv(block + 1, stage ^ 1);
       ptx::cp_async_commit();
       ptx::cp_async_wait<1>();
@@ -151,42 +251,50 @@ __global__ void __launch_bounds__(kThreads) QkInt8AttnKernel(const AttnParams p)
       ptx::cp_async_wait<0>();
     }
     __syncthreads();
-    if (block == 0) load_q_fragments<D, S::kQPitch>(q_frag, q_smem, warp, lane);
-    const uint8_t* ks = k_smem + stage * S::kKBytes;
-    const uint8_t* vs = v_smem + stage * S::kVBytes;
+    const uint32_t stage_off = stage * S::kStageBytes;
     const int kv0 = block * kCtaK;
 
     // ---- S = Q Kᵀ (int32) ----
+    // Q's A fragment is re-read from shared memory per k-step (4 LDSM per block) rather than
+    // held in 16 registers across the loop: with them the hd128 FP8 build needs 255 registers
+    // on sm_90 and spills, and the two-CTA build cannot fit in 128.
     int32_t s_int[kNT][4];
 #pragma unroll
     for (int t = 0; t < kNT; ++t) s_int[t][0] = s_int[t][1] = s_int[t][2] = s_int[t][3] = 0;
 #pragma unroll
     for (int kk = 0; kk < D / 32; ++kk) {
+      uint32_t a[4];
+      ptx::ldmatrix_x4(a, q_lane + kk * 32);
 #pragma unroll
       for (int np = 0; np < kNT / 2; ++np) {
         uint32_t b[4];
-        const int key = np * 16 + (lane & 7) + ((lane >> 4) << 3);
-        ptx::ldmatrix_x4(b, ptx::smem_addr(ks + key * S::kKPitch + kk * 32 + ((lane >> 3) & 1) * 16));
-        ptx::mma_s8_m16n8k32(s_int[2 * np], q_frag[kk], b[0], b[1]);
-        ptx::mma_s8_m16n8k32(s_int[2 * np + 1], q_frag[kk], b[2], b[3]);
+        ptx::ldmatrix_x4(b, k_lane + stage_off + np * 16 * S::kKPitch + kk * 32);
+        ptx::mma_s8_m16n8k32(s_int[2 * np], a, b[0], b[1]);
+        ptx::mma_s8_m16n8k32(s_int[2 * np + 1], a, b[2], b[3]);
       }
     }
 
-    // ---- dequantize, mask, online softmax ----
-    const float dq = q_scale * __ldg(ks_base + block * p.k_groups + k_group_index);
+    // ---- mask, online softmax (dq goes into the exponent; the · 1.0f folds away) ----
     float s[kNT][4];
-    dequantize_and_mask<kNT>(s, &s_int[0][0], dq, p, kv0, warp_row0, group, tig);
+    dequantize_and_mask<kNT>(s, &s_int[0][0], 1.0f, p, kv0, warp_row0, group, tig);
     float alpha[2];
-    online_softmax<kNT>(s, m_row, l_row, alpha, p_shift);
-    if constexpr (kO16) {
-      const __half2 a0 = __float2half2_rn(alpha[0]), a1 = __float2half2_rn(alpha[1]);
+    online_softmax_scaled<kNT>(s, dq, m_row, l_row, alpha, p_shift);
+    if constexpr (kBufferedO) {
+      rescale_rows<kDT>(o_acc, alpha);  // ptxas fuses it with the buffer add below: one FFMA each
+    } else if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+      // Where the MMAs accumulate into O itself, O ·= alpha is skipped when no row of the warp
+      // raised its max (alpha exactly 1, so skipping changes no bit): most blocks of a long
+      // sequence once the maxima settle, 64 FMUL (hd128) per block and warp each time.
+      if constexpr (kO16) {
+        const __half2 a0 = __float2half2_rn(alpha[0]), a1 = __float2half2_rn(alpha[1]);
 #pragma unroll
-      for (int t = 0; t < kDT; ++t) {
-        *reinterpret_cast<__half2*>(&o_h[t][0]) = __hmul2(*reinterpret_cast<__half2*>(&o_h[t][0]), a0);
-        *reinterpret_cast<__half2*>(&o_h[t][1]) = __hmul2(*reinterpret_cast<__half2*>(&o_h[t][1]), a1);
+        for (int t = 0; t < kDT; ++t) {
+          *reinterpret_cast<__half2*>(&o_h[t][0]) = __hmul2(*reinterpret_cast<__half2*>(&o_h[t][0]), a0);
+          *reinterpret_cast<__half2*>(&o_h[t][1]) = __hmul2(*reinterpret_cast<__half2*>(&o_h[t][1]), a1);
+        }
+      } else {
+        rescale_rows<kDT>(o_acc, alpha);
       }
-    } else {
-      rescale_rows<kDT>(o_acc, alpha);
     }
 
     // ---- O += P V ----
@@ -206,9 +314,7 @@ __global__ void __launch_bounds__(kThreads) QkInt8AttnKernel(const AttnParams p)
 #pragma unroll
         for (int kk = 0; kk < kNT / 2; ++kk) {
           uint32_t b[4];
-          const int key = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-          const int ch = dp * 16 + (lane >> 4) * 8;
-          ptx::ldmatrix_x4_trans(b, ptx::smem_addr(vs + key * S::kVPitch + ch * 2));
+          ptx::ldmatrix_x4_trans(b, v_lane + stage_off + kk * 16 * S::kVPitch + dp * 32);
           if constexpr (M == PvMode::kF16Acc32) {
             ptx::mma_f16_f32_m16n8k16(o_acc[2 * dp], pa[kk], b[0], b[1]);
             ptx::mma_f16_f32_m16n8k16(o_acc[2 * dp + 1], pa[kk], b[2], b[3]);
@@ -243,8 +349,7 @@ __global__ void __launch_bounds__(kThreads) QkInt8AttnKernel(const AttnParams p)
 #pragma unroll
         for (int kk = 0; kk < kNT / 4; ++kk) {
           uint32_t b[4];
-          const int ch = dp * 16 + (lane & 7) + (lane >> 4) * 8;
-          ptx::ldmatrix_x4(b, ptx::smem_addr(vs + ch * S::kVPitch + kk * 32 + ((lane >> 3) & 1) * 16));
+          ptx::ldmatrix_x4(b, v_lane + stage_off + dp * 16 * S::kVPitch + kk * 32);
           if constexpr (M == PvMode::kF8Acc32) {
             ptx::mma_e4m3_f32_m16n8k32(o_acc[2 * dp], pa[kk], b[0], b[1]);
             ptx::mma_e4m3_f32_m16n8k32(o_acc[2 * dp + 1], pa[kk], b[2], b[3]);
@@ -317,6 +422,12 @@ cudaError_t launch_qk_int8_attn(const AttnParams& params, int batch, int heads, 
   auto kernel = QkInt8AttnKernel<D, M>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   if (err != cudaSuccess) return err;
+  if constexpr (min_ctas_per_sm<D, M>() > 1) {
+    // All of L1 as shared memory, so the driver's carveout does not hold an SM to one CTA (the
+    // kernel reads global memory through cp.async.cg, which bypasses L1, and a few scales).
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+    if (err != cudaSuccess) return err;
+  }
   const dim3 grid((params.lq + kCtaQ - 1) / kCtaQ, heads, batch);
   kernel<<<grid, kThreads, kSmem, stream>>>(params);
   return cudaGetLastError();
