@@ -679,8 +679,8 @@ def qk_int8_sv_f8_attn_sm90(
     output_dtype: torch.dtype = torch.float16, return_lse: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The Hopper (sm_90a, wgmma) kernel of :func:`qk_int8_sv_f8_attn`: the same operands and
-    results; ``pv_accum_dtype`` must be ``"fp32+fp32"``. Not reachable from ``sageattn`` until it
-    has been validated on an H100 (issue 6)."""
+    results; ``pv_accum_dtype`` must be ``"fp32+fp32"``; KV blocks of 128 keys (the emulation
+    that matches it: ``attn_qk_int8_mma_emulated(..., block_k=128)``). ``sageattn``'s kernel on sm90."""
     _check_layout(tensor_layout)
     _require_ops()
     o, lse = _attn_outputs(q_int8, tensor_layout, output_dtype, return_lse)

@@ -832,10 +832,11 @@ def sageattn_qk_int8_pv_fp8_cuda_sm90(
     """SageAttention2 Hopper kernel (wgmma): INT8 Q·Kᵀ, FP8 P·V, sm90 (H100/H200) only, built for ``9.0a``.
 
     Same operands as :func:`sageattn_qk_int8_pv_fp8_cuda` (Q/K INT8 per thread or per warp, V FP8
-    e4m3 per channel); P·V is accumulated per 64-key block from zero and added to FP32 (two-level
-    accumulation). Head dims 64 and 128 natively, others up to 128 padded. Measured on the H100
-    (``benchmarks/results/``): correct, but still slower than :func:`sageattn_qk_int8_pv_fp8_triton`
-    (no TMA or warp specialization yet, issue 6), so ``sageattn`` prefers the Triton kernel on sm90.
+    e4m3 per channel); P·V is accumulated per 128-key block from zero and added to FP32 (two-level
+    accumulation). Head dims 64 and 128 natively, others up to 128 padded. TMA loads, a producer
+    warpgroup and two consumer warpgroups (csrc/qattn/qk_int8_attn_sm90.cuh). Measured on the H100
+    (``benchmarks/results/``): the fastest path there (16K, hd128: ~700 TOPS end to end vs ~600
+    for :func:`sageattn_qk_int8_pv_fp8_triton`), so ``sageattn`` uses it on sm90.
 
     Parameters
     ----------

@@ -1,10 +1,10 @@
 // sageattention::qk_int8_sv_f8_attn_sm90: INT8 Q·Kᵀ, FP8 e4m3 P·V attention with Hopper wgmma
-// (sm_90a only; issue 6, first increment: cp.async tiles, two consumer warpgroups, no TMA yet).
+// (sm_90a only: TMA loads by a producer warpgroup, two consumer warpgroups, 128-key blocks).
 //
 // Launcher and CUDA registration only; the kernel is csrc/qattn/qk_int8_attn_sm90.cuh,
 // instantiated per head dim in csrc/qattn/instantiations/qk_int8_sv_f8_accum_f32f32_hd*_sm90.cu.
 // The argument contract is qk_int8_sv_f8_attn's (same quantized operands, same permuted Vᵀ);
-// pv_accum_dtype must be "fp32+fp32" (FP8 wgmma per 64-key block from zero, then an FP32 add).
+// pv_accum_dtype must be "fp32+fp32" (FP8 wgmma per 128-key block from zero, then an FP32 add).
 
 #include <torch/library.h>
 
