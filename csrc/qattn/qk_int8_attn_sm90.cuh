@@ -10,15 +10,15 @@
 //     4 c + w % 4 of the CTA (the wgmma accumulator rows of warp w % 4, csrc/common/wgmma.cuh), so
 //     the per-thread Q scales (16-row slab, row mod 8) and K scales (64 keys, (key mod 8) / 2) apply
 //     to the accumulators unchanged: one Q scale per thread, two K scales per 128-key block.
-//   Synchronization is by mbarriers only (csrc/common/tma.cuh): no CTA-wide barrier in the loop,
-//   so the two consumers drift apart and one's softmax overlaps the other's matmuls.
+//   Producer and consumers synchronize by mbarriers only (csrc/common/tma.cuh): no CTA-wide
+//   barrier in the loop; the consumers only take turns issuing matmuls (ping-pong, below).
 //
 // KV loop of a consumer (block j = 128 keys):
 //   S_j (64 x 128, s32) = D / 32 wgmma m64n128k32.s32.s8.s8, A = Q, B = K_j, both from shared
 //     memory (no Q registers to keep alive: session 3's ptxas register reuse cannot happen).
-//   Issued before the softmax of the previous block's P is multiplied (intra-warpgroup overlap,
-//   FlashAttention-3 §3.2): while the tensor cores compute S_j and R_{j-1}, the warpgroup's ALUs
-//   run the softmax of S_j as soon as S_j lands:
+//   S_j is issued together with the previous block's P·V (intra-warpgroup overlap,
+//   FlashAttention-3 §3.2): while the tensor cores compute R_{j-1}, the warpgroup's ALUs run the
+//   softmax of S_j as soon as S_j lands:
 //       issue S_j; issue R_{j-1} = P_{j-1} V_{j-1}; wait S_j; softmax S_j -> P_j, alpha_j;
 //       wait R_{j-1}; release stage j-1; O = O alpha_{j-1} + R_{j-1}; pack P_j (e4m3).
 //   R (64 x D, f32) = 4 wgmma m64nDk32.f32.e4m3.e4m3 from zero, A = P·448 as e4m3 registers,
