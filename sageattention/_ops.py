@@ -662,13 +662,20 @@ def qk_int8_sv_f8_attn(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """INT8 Q·Kᵀ + FP8 P·V attention; ``v_operand`` from :func:`fp8_v_operand`, ``v_scale``
     ``[B, H_kv, D]``. Returns ``(o, lse2)`` as :func:`qk_int8_sv_f16_attn`."""
+    return _fp8_attn("qk_int8_sv_f8_attn", q_int8, k_int8, v_operand, v_scale, q_scale,
+                     k_scale, tensor_layout, is_causal, qk_quant_gran, qk_scale, pv_accum_dtype, output_dtype,
+                     return_lse)
+
+
+def _fp8_attn(op_name, q_int8, k_int8, v_operand, v_scale, q_scale, k_scale, tensor_layout, is_causal, qk_quant_gran,
+              qk_scale, pv_accum_dtype, output_dtype, return_lse):
+    """Allocate ``o``/``lse`` and call the FP8 P·V op ``op_name`` (one schema: mma.sync or sm90)."""
     _check_layout(tensor_layout)
     _require_ops()
     o, lse = _attn_outputs(q_int8, tensor_layout, output_dtype, return_lse)
-    torch.ops.sageattention.qk_int8_sv_f8_attn(
-        q_int8, k_int8, v_operand, v_scale, o, q_scale, k_scale, lse, tensor_layout, is_causal,
-        qk_quant_gran, float(qk_scale), pv_accum_dtype,
-    )
+    op = getattr(torch.ops.sageattention, op_name)
+    op(q_int8, k_int8, v_operand, v_scale, o, q_scale, k_scale, lse, tensor_layout, is_causal, qk_quant_gran,
+       float(qk_scale), pv_accum_dtype)
     return o, lse
 
 
@@ -681,11 +688,6 @@ def qk_int8_sv_f8_attn_sm90(
     """The Hopper (sm_90a, wgmma) kernel of :func:`qk_int8_sv_f8_attn`: the same operands and
     results; ``pv_accum_dtype`` must be ``"fp32+fp32"``; KV blocks of 128 keys (the emulation
     that matches it: ``attn_qk_int8_mma_emulated(..., block_k=128)``). ``sageattn``'s kernel on sm90."""
-    _check_layout(tensor_layout)
-    _require_ops()
-    o, lse = _attn_outputs(q_int8, tensor_layout, output_dtype, return_lse)
-    torch.ops.sageattention.qk_int8_sv_f8_attn_sm90(
-        q_int8, k_int8, v_operand, v_scale, o, q_scale, k_scale, lse, tensor_layout, is_causal,
-        qk_quant_gran, float(qk_scale), pv_accum_dtype,
-    )
-    return o, lse
+    return _fp8_attn("qk_int8_sv_f8_attn_sm90", q_int8, k_int8, v_operand, v_scale, q_scale,
+                     k_scale, tensor_layout, is_causal, qk_quant_gran, qk_scale, pv_accum_dtype, output_dtype,
+                     return_lse)

@@ -70,17 +70,13 @@ __device__ __forceinline__ float lane_q_scale(const AttnParams& p, int batch, in
   return qs_base[(q_block * kWarps + warp) * p.q_groups + (p.q_groups == 1 ? 0 : group)] * p.qk_scale;
 }
 
-// s = s_int · dq, then -inf where the key is past L_k or (causal) after the row. `s_int` is the
-// lane's int32 S accumulator, element e of n-tile t at 4 t + e (mma.m16n8 and wgmma alike).
+// -inf where the key is past L_k or (causal, top-left aligned) after the row, for the kNT * 8
+// keys from kv0 that the lane's n-tiles cover (64 for mma.sync, 128 for the sm90 kernel).
 template <int kNT>
-__device__ __forceinline__ void dequantize_and_mask(float (&s)[kNT][4], const int32_t* s_int, float dq,
-                                                    const AttnParams& p, int kv0, int warp_row0, int group,
-                                                    int tig) {
-#pragma unroll
-  for (int t = 0; t < kNT; ++t)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) s[t][e] = static_cast<float>(s_int[4 * t + e]) * dq;
-  const bool need_mask = kv0 + kCtaK > p.lk || (p.causal && kv0 + kCtaK - 1 > warp_row0);
+__device__ __forceinline__ void mask_scores(float (&s)[kNT][4], const AttnParams& p, int kv0, int warp_row0,
+                                            int group, int tig) {
+  constexpr int kKeys = kNT * 8;
+  const bool need_mask = kv0 + kKeys > p.lk || (p.causal && kv0 + kKeys - 1 > warp_row0);
   if (need_mask) {
 #pragma unroll
     for (int t = 0; t < kNT; ++t)
@@ -91,6 +87,19 @@ __device__ __forceinline__ void dequantize_and_mask(float (&s)[kNT][4], const in
         if (key >= p.lk || (p.causal && key > row)) s[t][e] = -INFINITY;
       }
   }
+}
+
+// s = s_int · dq, then -inf where the key is past L_k or (causal) after the row. `s_int` is the
+// lane's int32 S accumulator, element e of n-tile t at 4 t + e (mma.m16n8 and wgmma alike).
+template <int kNT>
+__device__ __forceinline__ void dequantize_and_mask(float (&s)[kNT][4], const int32_t* s_int, float dq,
+                                                    const AttnParams& p, int kv0, int warp_row0, int group,
+                                                    int tig) {
+#pragma unroll
+  for (int t = 0; t < kNT; ++t)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[t][e] = static_cast<float>(s_int[4 * t + e]) * dq;
+  mask_scores<kNT>(s, p, kv0, warp_row0, group, tig);
 }
 
 // Online softmax step (log2 domain): new row max m, P = 2^(s - m + p_shift) in place of s, row

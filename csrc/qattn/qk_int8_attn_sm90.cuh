@@ -84,14 +84,14 @@ struct Sm90Tiles {
   static constexpr int kConsumerRegs = 240;
 };
 
-// Dequantize the s32 scores of one 128-key block (two K scales: keys 0-63 and 64-127) and mask
-// keys past L_k and, causal, after the row (top-left aligned: row i sees keys 0 .. i).
 // int32 -> float exactly for |x| < 2^22 with an integer add and a float subtract (both on the
 // full-rate pipes) instead of I2FP: 1.5 * 2^23 + x has x in its mantissa bits.
 __device__ __forceinline__ float small_int_to_float(int32_t x) {
   return __int_as_float(x + 0x4B400000) - 12582912.0f;
 }
 
+// Dequantize the s32 scores of one 128-key block (two K scales: keys 0-63 and 64-127) and mask
+// them (mask_scores, qk_int8_attn_common.cuh).
 template <int kNT>
 __device__ __forceinline__ void dequantize_and_mask_128(float (&s)[kNT][4], const int32_t (&s_int)[kNT * 4],
                                                         float dq_lo, float dq_hi, const AttnParams& p, int kv0,
@@ -102,17 +102,7 @@ __device__ __forceinline__ void dequantize_and_mask_128(float (&s)[kNT][4], cons
 #pragma unroll
     for (int e = 0; e < 4; ++e) s[t][e] = small_int_to_float(s_int[4 * t + e]) * dq;
   }
-  const bool need_mask = kv0 + kNT * 8 > p.lk || (p.causal && kv0 + kNT * 8 - 1 > warp_row0);
-  if (need_mask) {
-#pragma unroll
-    for (int t = 0; t < kNT; ++t)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = kv0 + t * 8 + 2 * tig + (e & 1);
-        const int row = warp_row0 + group + (e >> 1) * 8;
-        if (key >= p.lk || (p.causal && key > row)) s[t][e] = -INFINITY;
-      }
-  }
+  mask_scores<kNT>(s, p, kv0, warp_row0, group, tig);
 }
 
 template <int D>
