@@ -86,10 +86,13 @@ def plot(rows: list[dict], gpu: str, out: Path, mode: str = "end2end"):
             ax.set_title(f"head dim {d}, {'causal' if c else 'non-causal'}")
             ax.margins(y=0.15)
     any_row = rows[0]
+    # Bars are the latest row of each (impl, shape), so a chart can mix runs of several trees.
+    commits = sorted({r["commit"] for r in rows})
+    commit = f"commit {commits[0]}" if len(commits) == 1 else f"{len(commits)} commits (latest run per bar, see the CSV)"
     what = {"end2end": "end to end (quantization included)", "kernel": "kernel only (pre-quantized inputs)"}.get(mode, mode)
     fig.suptitle(
         f"{gpu} | {what} | B={any_row['batch']} H={any_row['heads']} {any_row['dtype']} | "
-        f"torch {any_row['torch']} CUDA {any_row['cuda']} | commit {any_row['commit']}",
+        f"torch {any_row['torch']} CUDA {any_row['cuda']} | {commit}",
         fontsize=10,
     )
     handles, labels = axes[0][0].get_legend_handles_labels()

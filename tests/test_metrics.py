@@ -56,3 +56,32 @@ def test_unknown_scheme_or_inputs():
         M.assert_close_to_reference(x, x, scheme=("int4", "fp8", "fp32"))
     with pytest.raises(KeyError):
         M.assert_close_to_reference(x, x, scheme=("int8", "fp8", "fp32"), inputs="weird")
+
+
+def test_emulation_error_leaves_out_only_a_few_fp8_rows():
+    from sageattention.testing.emulation import (
+        E4M3_STEP,
+        EMULATION_TOLERANCE,
+        FP8_TIE_FLIP_ROWS,
+        emulation_error,
+    )
+
+    emu = torch.randn(2, 3, 200, 64, dtype=torch.float64)  # 1200 rows: 12 may be left out for FP8
+    scale = emu.abs().max().item()
+    tol = EMULATION_TOLERANCE["fp8"]["out"]
+    flips = emu.clone()
+    flips.view(-1, 64)[:12] += 3 * tol * scale  # 12 rows off by a rounding-tie flip's size
+    assert int(FP8_TIE_FLIP_ROWS * 1200) == 12
+    err, failure = emulation_error(flips.half(), emu, "fp8")
+    assert failure is None and err < tol
+    # One row more, or the same rows under a mode without e4m3 P: fails.
+    flips.view(-1, 64)[12] += 3 * tol * scale
+    assert emulation_error(flips.half(), emu, "fp8")[1] is not None
+    assert "max rel err" in emulation_error(flips.half(), emu, "fp32")[1]
+    # A single row beyond one e4m3 step fails even for FP8.
+    gross = emu.clone()
+    gross.view(-1, 64)[0] += 2 * E4M3_STEP * scale
+    assert "one e4m3 step" in emulation_error(gross.half(), emu, "fp8")[1]
+    # A small systematic error (every row) fails; the emulation itself passes.
+    assert emulation_error((emu * (1 + 2 * tol)).half(), emu, "fp8")[1] is not None
+    assert emulation_error(emu.half(), emu, "fp8") == (pytest.approx(0.0, abs=1e-3), None)

@@ -24,15 +24,17 @@
 //   R (64 x D, f32) = 4 wgmma m64nDk32.f32.e4m3.e4m3 from zero, A = P·448 as e4m3 registers,
 //     B = the Vᵀ tile [D channels][128 tokens]; O += R in true FP32: two-level accumulation
 //     (research notes §2.3.5) with a 128-token block.
-//   Online softmax in FP32 with exp2 (qk_int8_attn_common.cuh; P = 2^(S - m + log2 448)).
+//   Online softmax in FP32 with exp2 (qk_int8_attn_common.cuh; P = 2^(S - m + log2 448)); the
+//   integer scores are dequantized by an IADD and an FFMA (dequantize_and_mask_128).
 //   Ping-pong (FlashAttention-3 §3.1): named barriers 1 and 2 make the two consumers take turns
 //   issuing their matmuls, so one's softmax runs under the other's wgmmas.
-//   Integer scores become floats by an IADD and an FADD (small_int_to_float), not I2FP.
 // Measured on the H100 (kernel only, B=4 H=32 hd128 non-causal, 16K; session 4 notes): this
 // structure without ping-pong and with I2FP 710 TOPS, + ping-pong 718, + the integer trick alone
 // 734, both 753 (session 3's cp.async kernel with a CTA barrier per 64 keys: 327). Nsight Compute
 // (4K): issue slots 49 % busy, XU (MUFU) pipe 36 %, 4.5 cycles per issued instruction: two
-// consumer warps per scheduler cannot hide the softmax's dependency chains.
+// consumer warps per scheduler cannot hide the softmax's dependency chains. Session 5's IADD +
+// FFMA dequantization (64 of ~650 instructions per block and warp fewer): 783 and 764 in two runs
+// at hd128 (744 with the first, inexact version; within the lent GPU's spread), hd64 437 -> 471.
 //
 // P register packing: the S accumulator of a lane holds keys {8 t + 2 tig, 8 t + 2 tig + 1} of
 // n-tile t; the e4m3 A fragment of k32 step kk wants K indices 4 tig .. 4 tig + 3 (+16) — the
@@ -84,23 +86,33 @@ struct Sm90Tiles {
   static constexpr int kConsumerRegs = 240;
 };
 
-// int32 -> float exactly for |x| < 2^22 with an integer add and a float subtract (both on the
-// full-rate pipes) instead of I2FP: 1.5 * 2^23 + x has x in its mantissa bits.
-__device__ __forceinline__ float small_int_to_float(int32_t x) {
-  return __int_as_float(x + 0x4B400000) - 12582912.0f;
-}
+// int32 scores to floats without a conversion instruction: 1.5 · 2^23 + x is exact in fp32 for
+// |x| < 2^22, and its bits are the int32 bits of x + 0x4B400000 (one IADD on the full-rate
+// integer pipe; I2FP is slower, session 4 notes).
+constexpr float kScoreBias = 12582912.0f;  // 1.5 · 2^23
+constexpr int32_t kScoreBiasBits = 0x4B400000;
 
 // Dequantize the s32 scores of one 128-key block (two K scales: keys 0-63 and 64-127) and mask
-// them (mask_scores, qk_int8_attn_common.cuh).
+// them: s = (kScoreBias + x) · dq - kScoreBias · dq as one FFMA after the IADD, instead of the
+// FADD that removes the bias and then the FMUL. Exact as a product: dq is first cut to 22
+// significant bits (its low 2 mantissa bits cleared, a relative change below 2^-22), so that
+// kScoreBias · dq = 3 · dq · 2^22 needs at most 24 bits and the constant is exact; the FFMA then
+// rounds x · dq once, as the FMUL did. Without the cut the constant's rounding (up to 0.75 dq) is
+// one offset per 64 keys: invisible at randn scales but up to hundreds of log2 units with 1e4
+// outliers (dq ~ 10^3), and it moved the LSE by 1.2e-4 against the emulation (H100, session 5).
+// The full fold (dq inside the exponent's FFMA, saving the max's input FMUL too) made ptxas spill
+// 384 bytes at the consumers' 240 registers; this one does not.
 template <int kNT>
 __device__ __forceinline__ void dequantize_and_mask_128(float (&s)[kNT][4], const int32_t (&s_int)[kNT * 4],
                                                         float dq_lo, float dq_hi, const AttnParams& p, int kv0,
                                                         int warp_row0, int group, int tig) {
+  const float dq[2] = {__int_as_float(__float_as_int(dq_lo) & ~3), __int_as_float(__float_as_int(dq_hi) & ~3)};
+  const float offset[2] = {-kScoreBias * dq[0], -kScoreBias * dq[1]};
 #pragma unroll
   for (int t = 0; t < kNT; ++t) {
-    const float dq = t < kNT / 2 ? dq_lo : dq_hi;
+    const int h = t < kNT / 2 ? 0 : 1;
 #pragma unroll
-    for (int e = 0; e < 4; ++e) s[t][e] = small_int_to_float(s_int[4 * t + e]) * dq;
+    for (int e = 0; e < 4; ++e) s[t][e] = fmaf(__int_as_float(s_int[4 * t + e] + kScoreBiasBits), dq[h], offset[h]);
   }
   mask_scores<kNT>(s, p, kv0, warp_row0, group, tig);
 }
@@ -113,7 +125,7 @@ __global__ void __launch_bounds__(Sm90Tiles<D>::kThreads, 1)
   using T = Sm90Tiles<D>;
   constexpr int kNT = T::kBlockK / 8;  // S n-tiles per warp (16)
   constexpr int kDT = D / 8;           // O n-tiles per warp
-  static_assert(D * 127 * 127 < (1 << 22), "small_int_to_float needs |S| < 2^22");
+  static_assert(D * 127 * 127 < (1 << 22), "dequantize_and_mask_128 needs |S| < 2^22");
   extern __shared__ uint8_t smem_raw[];
   // Dynamic shared memory is only 16-byte aligned by contract; the swizzled tiles need 1024.
   const uint32_t smem_base = (ptx::smem_addr(smem_raw) + T::kAlign - 1) & ~uint32_t(T::kAlign - 1);

@@ -35,6 +35,17 @@ def to_hnd(x: torch.Tensor, tensor_layout: str) -> torch.Tensor:
     raise ValueError(f"tensor_layout must be 'HND' or 'NHD', got {tensor_layout!r}")
 
 
+def div_rn(x: torch.Tensor, divisor: float) -> torch.Tensor:
+    """``x / divisor`` rounded as IEEE division on every device.
+
+    PyTorch's CUDA ``div`` turns a division by a Python/CPU scalar into a multiplication by its
+    reciprocal, which can be one ulp off (``div_true_kernel_cuda``, ATen/native/cuda/
+    BinaryDivTrueKernel.cu); our kernels divide with ``div_rn``/``__fdiv_rn``. A same-device
+    divisor tensor takes the true-division path, so the emulation stays bit-exact on the GPU too.
+    """
+    return x / torch.full((), divisor, dtype=x.dtype, device=x.device)
+
+
 def round_half_away(x: torch.Tensor) -> torch.Tensor:
     """Round to nearest, ties away from zero (what ``x + 0.5*sign(x)`` then truncation gives)."""
     return torch.sign(x) * torch.floor(x.abs() + 0.5)
@@ -50,7 +61,7 @@ def quant_int8_groups(x: torch.Tensor, group_size: int) -> tuple[torch.Tensor, t
     padded = torch.zeros(b, h, groups * group_size, d, dtype=torch.float32, device=x.device)
     padded[:, :, :n] = x
     blocks = padded.view(b, h, groups, group_size * d)
-    scale = blocks.abs().amax(dim=-1) / 127.0
+    scale = div_rn(blocks.abs().amax(dim=-1), 127.0)
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
     q = round_half_away(blocks / safe[..., None]).clamp_(-127, 127)
     q = q.view(b, h, groups * group_size, d)[:, :, :n]
@@ -148,7 +159,7 @@ def quant_int8_slab_groups(
     else:
         # [slab / 8 row octets, G groups, 8 / G adjacent rows x D] per slab.
         view = padded.view(b, h, slabs, slab // 8, groups_per_slab, (8 // groups_per_slab) * d)
-    scale = view.abs().amax(dim=(3, 5)) / 127.0  # [B, H, slabs, G]
+    scale = div_rn(view.abs().amax(dim=(3, 5)), 127.0)  # [B, H, slabs, G]
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
     q = round_half_away(view / safe[:, :, :, None, :, None]).clamp_(-127, 127)
     q = q.reshape(b, h, padded_len, d)[:, :, :n]
@@ -253,7 +264,7 @@ def quant_v_per_channel_fp8_ref(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Emulate per-channel e4m3 V quantization (notes §2.3.4, §2.3.6).
 
-    ``scale = max over tokens |v - mean| / scale_max`` per (batch, head, channel) (mean only with
+    ``scale = max over tokens |v - mean| · fl(1 / scale_max)`` per (batch, head, channel) (mean only with
     ``smooth_v``), ``v_fp8 = e4m3(clamp((v - mean) / scale, ±scale_max))`` round-to-nearest-even;
     an all-zero channel has scale 0 and zeros. Returns ``(v_fp8 in v's layout, scale float32
     [B, H, D], mean float32 [B, H, 1, D] or None)``.
@@ -261,7 +272,7 @@ def quant_v_per_channel_fp8_ref(
     vh = to_hnd(v, tensor_layout).float()
     mean = vh.mean(dim=2, keepdim=True) if smooth_v else None
     centred = vh - mean if smooth_v else vh
-    scale = centred.abs().amax(dim=2) / scale_max
+    scale = centred.abs().amax(dim=2) * (1.0 / scale_max)  # the quantizers' reciprocal product
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
     v8 = (centred / safe[:, :, None, :]).clamp_(-scale_max, scale_max).to(torch.float8_e4m3fn)
     if tensor_layout == "NHD":

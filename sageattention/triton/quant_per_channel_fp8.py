@@ -3,7 +3,7 @@
 Math (research notes §2.3.4, §2.3.6, §2.4): per (batch, head, channel c) over all tokens,
 
     mean_c  = mean(v[:, c])                     (only with smooth_v; else 0)
-    scale_c = max |v[:, c] - mean_c| / scale_max (fp32; 0 for an all-zero channel)
+    scale_c = max |v[:, c] - mean_c| · fl(1 / scale_max) (fp32; 0 for an all-zero channel)
     v_fp8   = e4m3(clamp((v - mean_c) / scale_c, ±scale_max))   (round to nearest even)
 
 ``scale_max`` is 448 (full e4m3 range) for FP32-accumulated P·V and 2.25 for SageAttention2++'s
@@ -191,7 +191,9 @@ def quant_per_channel_fp8(
         absmax = torch.maximum(vmax - m, m - vmin)
     else:
         absmax = torch.maximum(vmax, -vmin)
-    scale[:, :, :d] = absmax / float(scale_max)
+    # The reciprocal's product, as the CUDA quantizer (csrc/fused/quant_v_fp8_operand.cu) computes
+    # it; torch's CUDA division by a scalar did the same, its CPU division did not.
+    scale[:, :, :d] = absmax * (1.0 / float(scale_max))
     block_n = 64
     _quant_per_channel_fp8_kernel[(triton.cdiv(n, block_n), h, b)](
         v, mean if smooth_v else scale, scale, out_hnd,
