@@ -3,7 +3,7 @@
 # (with --bench) the benchmark. Used on the lent H100 (py312-torch211-cu130); works on any
 # GPU machine whose python/torch/nvcc match a matrix cell. Logs go to $OUT (default ./gpu-out).
 #
-#   bash scripts/gpu_validation.sh [--cell CELL] [--archs "9.0a"] [--sage3] [--sage3-blackwell] [--tests "PATHS"] [--shard I/N] [--bench | --bench-args "ARGS"] [--skip-build | --wheel WHEEL]
+#   bash scripts/gpu_validation.sh [--cell CELL] [--archs "9.0a"] [--sage3] [--sage3-blackwell] [--tests "PATHS"] [--shard I/N] [--bench | --bench-args "ARGS"] [--skip-build | --wheel WHEEL] [--dist-dir DIR]
 #
 # --sage3 also builds sageattn3 for this GPU with the software FP4 MMA
 # (SAGEATTN3_EMULATED_MMA_BUILD=1, arch 9.0a) and installs it, so tests/test_sageattn3_kernel.py
@@ -12,6 +12,9 @@
 # Blackwell archs through the same build/retag/verify pipeline; log: $OUT/build_sageattn3_blackwell.log.
 # --wheel installs a sageattention wheel built earlier (e.g. one carried to the device) instead of
 # building; --skip-build uses whatever compiled extension the tree already has.
+# Builds go to a fresh directory per run (--dist-dir DIR, default a new /tmp/gpu-validation-dist.*),
+# never to dist/: a machine kept warm between calls still holds the last run's wheel there, and
+# scripts.build refuses to overwrite a wheel of the same name (session 5 lost a call to that).
 # --tests limits pytest to the given paths/node ids (default: the whole suite, more than one 10-minute
 # call on the H100).
 # --shard I/N (1 <= I <= N) runs the I-th of N parts of the --tests files, split by file: the files are
@@ -30,7 +33,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-cell="" archs="" bench=0 build=1 sage3=0 sage3_blackwell=0 tests="tests" bench_args="" prebuilt="" shard=""
+cell="" archs="" bench=0 build=1 sage3=0 sage3_blackwell=0 tests="tests" bench_args="" prebuilt="" shard="" dist_dir=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --cell) cell="$2"; shift 2 ;;
@@ -43,6 +46,7 @@ while [ $# -gt 0 ]; do
     --shard) shard="$2"; shift 2 ;;
     --skip-build) build=0; shift ;;
     --wheel) build=0; prebuilt="$2"; shift 2 ;;
+    --dist-dir) dist_dir="$2"; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -56,6 +60,8 @@ if [ -n "$shard" ]; then
     echo "--shard splits files: give --tests files or directories, not node ids ('$tests')" >&2; exit 2
   fi
 fi
+[ -n "$dist_dir" ] || dist_dir=$(mktemp -d /tmp/gpu-validation-dist.XXXXXX)
+mkdir -p "$dist_dir"
 export PYTHONUNBUFFERED=1
 # The lent H100's image sets TORCH_CUDA_ARCH_LIST=9.0a and a g++ wrapper that links libstdc++
 # statically (a TORCH_CHECK message then crashed inside _C.so; preflight refuses such a g++).
@@ -80,12 +86,13 @@ if [ "$build" = 1 ]; then
   args=(--package sageattention)
   [ -n "$cell" ] && args+=(--cell "$cell")
   [ -n "$archs" ] && args+=(--archs "$archs")
+  args+=(--dist-dir "$dist_dir")
   start=$(date +%s)
   $PY -m scripts.build "${args[@]}" 2>&1 | tee "$OUT/build.log"
   rc=${PIPESTATUS[0]}
   echo "build exit $rc after $(( $(date +%s) - start )) s" | tee -a "$OUT/build.log"
   [ "$rc" = 0 ] || exit "$rc"
-  prebuilt=$(ls -t dist/*/sageattention-*.whl | head -n 1)
+  prebuilt=$(ls -t "$dist_dir"/*/sageattention-*.whl | head -n 1)
 fi
 if [ -n "$prebuilt" ]; then
   echo "installing $prebuilt" | tee -a "$OUT/build.log"
@@ -102,20 +109,20 @@ PYEOF
 fi
 
 if [ "$build" = 1 ] && [ "$sage3" = 1 ]; then
-  sargs=(--package sageattn3 --archs 9.0a)
+  sargs=(--package sageattn3 --archs 9.0a --dist-dir "$dist_dir")
   [ -n "$cell" ] && sargs+=(--cell "$cell")
   SAGEATTN3_EMULATED_MMA_BUILD=1 $PY -m scripts.build "${sargs[@]}" 2>&1 | tee "$OUT/build_sageattn3.log"
   [ "${PIPESTATUS[0]}" = 0 ] || exit 1
-  wheel3=$(ls -t dist/*/sageattn3-*.whl | head -n 1)
+  wheel3=$(ls -t "$dist_dir"/*/sageattn3-*.whl | head -n 1)
   $PY -m pip install --no-deps --force-reinstall "$wheel3" 2>&1 | tail -n 1 | tee -a "$OUT/build_sageattn3.log"
-  # A test-only build (software FP4 MMA for sm_90): never leave it in dist/ to be published, and
-  # keep the name free for --sage3-blackwell's real wheel (dist/ refuses to overwrite).
-  rm -f "$wheel3" && echo "removed test-only $wheel3 from dist/" | tee -a "$OUT/build_sageattn3.log"
+  # A test-only build (software FP4 MMA for sm_90): never leave it to be published, and keep the
+  # name free for --sage3-blackwell's real wheel (the dist directory refuses to overwrite).
+  rm -f "$wheel3" && echo "removed test-only $wheel3" | tee -a "$OUT/build_sageattn3.log"
   export SAGEATTN3_REQUIRE_KERNEL_TEST=1
 fi
 
 if [ "$build" = 1 ] && [ "$sage3_blackwell" = 1 ]; then
-  bargs=(--package sageattn3)
+  bargs=(--package sageattn3 --dist-dir "$dist_dir")
   [ -n "$cell" ] && bargs+=(--cell "$cell")
   start=$(date +%s)
   $PY -m scripts.build "${bargs[@]}" 2>&1 | tee "$OUT/build_sageattn3_blackwell.log"
