@@ -338,6 +338,22 @@ def _check_int(value, name: str) -> None:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
 
 
+def _check_slab_grouping(*groupings: tuple) -> None:
+    """The INT8 grouping of the per-thread/per-warp quantizers, for each ``(block, warp,
+    groups_per_warp, prefix)``: ``block``-row tiles of ``warp``-row slabs with ``groups_per_warp``
+    scales each; argument names in messages carry ``prefix`` ("q_"). Every type is checked first."""
+    for block, warp, groups_per_warp, prefix in groupings:
+        for value, name in ((block, "block"), (warp, "warp"), (groups_per_warp, "groups_per_warp")):
+            _check_int(value, prefix + name)
+    for block, warp, groups_per_warp, prefix in groupings:
+        if not 8 <= warp <= _MAX_BLOCK_SIZE or warp % 8:
+            raise ValueError(f"{prefix}warp must be a multiple of 8 in [8, {_MAX_BLOCK_SIZE}], got {warp}")
+        if block < warp or block % warp:
+            raise ValueError(f"{prefix}block must be a multiple of {prefix}warp ({warp}), got {block}")
+        if groups_per_warp not in (1, 2, 4, 8):
+            raise ValueError(f"{prefix}groups_per_warp must be 1, 2, 4 or 8, got {groups_per_warp}")
+
+
 def _head_dim_out(x: torch.Tensor, head_dim_out: int | None) -> int:
     d = x.shape[-1]
     if head_dim_out is None:
@@ -390,14 +406,7 @@ def quant_per_thread_int8(
     """
     _check_layout(tensor_layout)
     _check_input(x, "x")
-    for value, name in ((block, "block"), (warp, "warp"), (groups_per_warp, "groups_per_warp")):
-        _check_int(value, name)
-    if not 8 <= warp <= _MAX_BLOCK_SIZE or warp % 8:
-        raise ValueError(f"warp must be a multiple of 8 in [8, {_MAX_BLOCK_SIZE}], got {warp}")
-    if block < warp or block % warp:
-        raise ValueError(f"block must be a multiple of warp ({warp}), got {block}")
-    if groups_per_warp not in (1, 2, 4, 8):
-        raise ValueError(f"groups_per_warp must be 1, 2, 4 or 8, got {groups_per_warp}")
+    _check_slab_grouping((block, warp, groups_per_warp, ""))
     if not math.isfinite(float(pre_scale)):
         raise ValueError(f"pre_scale must be finite, got {pre_scale}")
     if mean is not None:
@@ -532,17 +541,7 @@ def quant_mma_operands(
     if k.shape[-1] != q.shape[-1] or (v is not None and v.shape != k.shape):
         raise ValueError(f"q and k must share the head dim and v must have k's shape, got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {None if v is None else tuple(v.shape)}")
-    for value, name in ((q_block, "q_block"), (q_warp, "q_warp"), (q_groups_per_warp, "q_groups_per_warp"),
-                        (k_block, "k_block"), (k_warp, "k_warp"), (k_groups_per_warp, "k_groups_per_warp")):
-        _check_int(value, name)
-    for block, warp, groups, who in ((q_block, q_warp, q_groups_per_warp, "q"),
-                                     (k_block, k_warp, k_groups_per_warp, "k")):
-        if not 8 <= warp <= _MAX_BLOCK_SIZE or warp % 8:
-            raise ValueError(f"{who}_warp must be a multiple of 8 in [8, {_MAX_BLOCK_SIZE}], got {warp}")
-        if block < warp or block % warp:
-            raise ValueError(f"{who}_block must be a multiple of {who}_warp ({warp}), got {block}")
-        if groups not in (1, 2, 4, 8):
-            raise ValueError(f"{who}_groups_per_warp must be 1, 2, 4 or 8, got {groups}")
+    _check_slab_grouping((q_block, q_warp, q_groups_per_warp, "q_"), (k_block, k_warp, k_groups_per_warp, "k_"))
     if not math.isfinite(float(pre_scale)):
         raise ValueError(f"pre_scale must be finite, got {pre_scale}")
     for value, name in ((smooth_k, "smooth_k"), (smooth_v, "smooth_v")):
