@@ -108,6 +108,30 @@ def run_and_check(pv, q, k, v, *, layout="HND", causal=False, gran="per_thread",
     return out, result
 
 
+def fp8_op_args(layout="HND", return_lse=True, accum="fp32+fp32"):
+    """Positional arguments of the FP8 attention ops (``qk_int8_sv_f8_attn`` and its sm90 twin share
+    the schema) on GQA 4:2, L_q 100 / L_k 90, hd64, per-thread scales: a list, so tests can spoil one."""
+    q, k, v = make_qkv(b=1, hq=4, hkv=2, lq=100, lk=90, d=64, layout=layout)
+    qi, qs, ki, ks, _ = quantize_qk(q, k, layout, "per_thread")
+    v8, vs = quant_per_channel_fp8_ref(v, tensor_layout=layout, scale_max=FP8_V_SCALE_MAX[accum])
+    o = torch.empty(q.shape, dtype=torch.float16, device="cuda")
+    lse = torch.empty((1, 4, 100), dtype=torch.float32, device="cuda") if return_lse else None
+    return [qi, ki, _ops.fp8_v_operand(v8, layout), vs, o, qs, ks, lse, layout, False, "per_thread", 1.0, accum]
+
+
+#: (index into fp8_op_args, spoiler, message) that both FP8 ops must reject with a RuntimeError; each
+#: test file adds the pv_accum_dtype its op does not take (argument 12).
+FP8_OP_BAD_INPUTS = [
+    (0, lambda t: t.float(), "q must be"),
+    (2, lambda t: t.view(torch.uint8), "v must be"),
+    (2, lambda t: t[..., :-16], "v must be the"),
+    (3, lambda t: t[:, :, :-1], "v_scale must have shape"),
+    (4, lambda t: t.float(), "o must be"),
+    (5, lambda t: t[:, :, :-1], "q_scale must have shape"),
+    (6, lambda t: t[:, :, :-1], "k_scale must have shape"),
+]
+
+
 def check_public_head_dims_gqa_and_lse(fn, layout, d, scheme):
     """A public CUDA function on GQA 4:2, causal, channel-biased K, with LSE: float64 reference
     within ``TOLERANCES[scheme]`` ("biased_k") and the LSE within ``LSE_MAX_ABS_ERROR``."""

@@ -17,10 +17,12 @@ from sageattention.testing.reference import attention_ref
 
 from _opcheck import check_schema_by_bytes
 from _qattn_cuda import (
+    FP8_OP_BAD_INPUTS,
     FP8_V_SCALE_MAX,
     LENGTHS,
     check_public_head_dims_gqa_and_lse,
     check_public_non_contiguous_inputs,
+    fp8_op_args,
     make_qkv,
     quantize_qk,
     require_op,
@@ -135,22 +137,13 @@ def test_api_smooth_v():
 # ---- registration and bad input --------------------------------------------------------------
 
 
-def _op_args(layout="HND", return_lse=True, accum="fp32+fp32"):
-    q, k, v = make_qkv(b=1, hq=4, hkv=2, lq=100, lk=90, d=64, layout=layout)
-    qi, qs, ki, ks, _ = quantize_qk(q, k, layout, "per_thread")
-    v8, vs = quant_per_channel_fp8_ref(v, tensor_layout=layout, scale_max=FP8_V_SCALE_MAX[accum])
-    o = torch.empty(q.shape, dtype=torch.float16, device="cuda")
-    lse = torch.empty((1, 4, 100), dtype=torch.float32, device="cuda") if return_lse else None
-    return [qi, ki, _ops.fp8_v_operand(v8, layout), vs, o, qs, ks, lse, layout, False, "per_thread", 1.0, accum]
-
-
 @pytest.mark.parametrize("layout", ["HND", "NHD"])
 @pytest.mark.parametrize("return_lse", [True, False])
 def test_opcheck(layout, return_lse):
     """opcheck without its test_schema (it cannot compare float8 tensors), plus that check done
     on raw bytes (tests/_opcheck.py)."""
     op = torch.ops.sageattention.qk_int8_sv_f8_attn.default
-    args = _op_args(layout, return_lse)
+    args = fp8_op_args(layout, return_lse)
     torch.library.opcheck(op, tuple(args),
                           test_utils=("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"))
     check_schema_by_bytes(op, args)
@@ -173,19 +166,10 @@ def test_compiles_fullgraph():
 
 @pytest.mark.parametrize(
     "index,bad,message",
-    [
-        (0, lambda t: t.float(), "q must be"),
-        (2, lambda t: t.view(torch.uint8), "v must be"),
-        (2, lambda t: t[..., :-16], "v must be the"),
-        (3, lambda t: t[:, :, :-1], "v_scale must have shape"),
-        (4, lambda t: t.float(), "o must be"),
-        (5, lambda t: t[:, :, :-1], "q_scale must have shape"),
-        (6, lambda t: t[:, :, :-1], "k_scale must have shape"),
-        (12, lambda t: "fp16", "pv_accum_dtype"),
-    ],
+    [*FP8_OP_BAD_INPUTS, (12, lambda t: "fp16", "pv_accum_dtype")],
 )
 def test_the_op_rejects_bad_input(index, bad, message):
-    args = _op_args()
+    args = fp8_op_args()
     args[index] = bad(args[index])
     with pytest.raises(RuntimeError, match=message):
         torch.ops.sageattention.qk_int8_sv_f8_attn(*args)
