@@ -202,8 +202,9 @@ struct Int8SlabJob {
 
 // Channel statistics over all tokens of one tensor (quant_v_fp8_operand.cu).
 //   kind kMean:   mean[c] = sum_c / L (the K mean of smoothing; mean_over_tokens)
-//   kind kVScale: scale[c] = absmax_c / scale_max, with smoothing (mean != null) mean[c] =
-//                 sum_c * fl(1 / L) and absmax of v - mean (the V statistics of
+//   kind kVScale: scale[c] = absmax_c * fl(1 / scale_max) (the reciprocal's product, as the
+//                 Triton path and the reference compute it), with smoothing (mean != null)
+//                 mean[c] = sum_c * fl(1 / L) and absmax of v - mean (the V statistics of
 //                 quant_v_fp8_operand)
 struct StatsJob {
   enum Kind : int { kMean = 0, kVScale = 1 };
