@@ -221,6 +221,9 @@ def summary_table(results: list[BuildResult]) -> str:
     return "\n".join(lines)
 
 
+NVCC_ENV_FLAGS = ("NVCC_PREPEND_FLAGS", "NVCC_APPEND_FLAGS")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build, retag, verify and publish one matrix cell's wheel.")
     parser.add_argument("--cell", help="matrix cell (default: $PIXI_ENVIRONMENT_NAME)")
@@ -233,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    for name in NVCC_ENV_FLAGS:
+        if os.environ.get(name):
+            # nvcc reads these itself: kernel experiments (README, "Experiment switches") use them,
+            # and nothing in the wheel's name or metadata records them.
+            print(f"build: note: {name}={os.environ[name]!r} is set; nvcc adds it to every compile, "
+                  "and the wheel does not record it", file=sys.stderr)
     try:
         archs_text = args.archs or os.environ.get("TORCH_CUDA_ARCH_LIST")
         archs = cuda_archs.parse_arch_list(archs_text) if archs_text else None

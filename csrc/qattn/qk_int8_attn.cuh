@@ -2,7 +2,8 @@
 //
 // Algorithm (research notes §2.1-2.4; SageAttention2 Algorithm 1): FlashAttention-2 tiling with an
 // online softmax in FP32 and exp2. Per CTA kCtaQ = 128 query rows, 8 warps of 16 rows each; the
-// KV loop walks kCtaK = 64 keys per step with K/V double-buffered in shared memory by cp.async.
+// KV loop walks kCtaK = 64 keys per step with K/V double-buffered in shared memory by cp.async
+// (triple-buffered with SAGEATTN_QATTN_S_AHEAD, below).
 //
 //   S    = (Q_int8 · K_int8ᵀ) · q_scale · k_scale · qk_scale     (qk_scale: into the log2 domain)
 //   m'   = max(m, rowmax S);  P = 2^(S - m' + p_shift);  l = l · 2^(m - m') + rowsum P
@@ -43,6 +44,22 @@
 namespace sageattention {
 namespace qattn {
 
+// KV-loop schedule. Default: per 64-key block, wait for its tiles, CTA barrier, S = Q·Kᵀ, softmax,
+// O += P·V, CTA barrier; each warp's tensor-core work and its softmax run one after the other.
+// The H100 profile of this schedule (session 3, sm80 source via the JIT) found it latency-bound:
+// two warps per scheduler, half a warp eligible, tensor pipe 27 % busy.
+// SAGEATTN_QATTN_S_AHEAD=1 (NVCC_APPEND_FLAGS=-DSAGEATTN_QATTN_S_AHEAD=1): software pipelining as
+// FlashAttention-3 §3.2 does it within a warpgroup: S of block j + 1 is issued before the softmax
+// of block j, so its MMAs run while the warp computes exponentials (32 more registers hold the
+// second S). Three K/V stages make one CTA barrier per block enough: the load of block j + 2
+// reuses block j - 1's stage, which every warp has left once it passes block j's barrier.
+// Compiled and checked for spills here; not yet executed on a GPU (issue 5).
+#ifndef SAGEATTN_QATTN_S_AHEAD
+#define SAGEATTN_QATTN_S_AHEAD 0
+#endif
+constexpr bool kSAhead = SAGEATTN_QATTN_S_AHEAD != 0;
+constexpr int kKvStages = kSAhead ? 3 : 2;
+
 template <int D, PvMode M>
 struct Smem {
   static constexpr int kQPitch = D + kPad;                          // int8 Q row
@@ -53,13 +70,14 @@ struct Smem {
   static constexpr int kKBytes = kCtaK * kKPitch;
   static constexpr int kVBytes = kVRows * kVPitch;
   static constexpr int kStageBytes = kKBytes + kVBytes;  // stage s: K at kQBytes + s * kStageBytes, then V
-  static constexpr int kTotal = kQBytes + 2 * kStageBytes;
+  static constexpr int kTotal = kQBytes + kKvStages * kStageBytes;
 };
 
 // CTAs per SM the kernel is compiled for (__launch_bounds__), where two CTAs' shared memory fits
 // the SM (1 KB of each is reserved by the system); two cap registers at 128 per thread.
 // hd64: two (16 warps per SM; ~125-165 registers unbounded, and the unbounded build of the
-// previous kernel already settled at 128 by itself).
+// previous kernel already settled at 128 by itself). With SAGEATTN_QATTN_S_AHEAD one: its second
+// S does not fit 128 registers (ptxas 13.0 spilled 408-700 B; unbounded it takes 187-248).
 // hd128: one by default: 8 warps, and ptxas free to use ~170-255 registers, with which it keeps
 // ~10 V ldmatrix in flight ahead of the P·V MMAs. SAGEATTN_QATTN_TWO_CTAS_PER_SM=1 (e.g.
 // NVCC_APPEND_FLAGS=-DSAGEATTN_QATTN_TWO_CTAS_PER_SM=1) asks for two there too: 16 warps, which
@@ -79,7 +97,7 @@ constexpr int kSmemPerSm = 164 * 1024;  // sm80/sm87 (sm90/sm100: 228 KB, at lea
 template <int D, PvMode M>
 constexpr int min_ctas_per_sm() {
   const bool fits = 2 * (Smem<D, M>::kTotal + 1024) <= kSmemPerSm;
-  return fits && (D == 64 || SAGEATTN_QATTN_TWO_CTAS_PER_SM) ? 2 : 1;
+  return fits && ((D == 64 && !kSAhead) || SAGEATTN_QATTN_TWO_CTAS_PER_SM) ? 2 : 1;
 }
 
 // online_softmax (qk_int8_attn_common.cuh) for s = x · dq, where `s` comes in as x, the
@@ -197,6 +215,10 @@ __global__ void __launch_bounds__(kThreads, min_ctas_per_sm<D, M>()) QkInt8AttnK
   load_q_tile<D, S::kQPitch, kThreads>(q_smem, q_base, p, q0, tid);
   if (num_kv_blocks > 0) load_kv(0, 0);
   ptx::cp_async_commit();
+  if constexpr (kSAhead) {
+    if (num_kv_blocks > 1) load_kv(1, 1);
+    ptx::cp_async_commit();  // possibly empty: every thread then waits on the same group count
+  }
 
   // ---- per-thread state ----
   const int warp_row0 = q0 + warp * kWarpQ;
@@ -237,28 +259,11 @@ __global__ void __launch_bounds__(kThreads, min_ctas_per_sm<D, M>()) QkInt8AttnK
            : ptx::smem_addr(kv_smem + S::kKBytes + ((lane & 7) + ((lane >> 3) & 1) * 8) * S::kVPitch +
                             (lane >> 4) * 16);
 
-  for (int block = 0; block < num_kv_blocks; ++block) {
-    const int stage = block & 1;
-    // dq > 0 for online_softmax_scaled; an all-zero Q or K group (scale 0) has x = 0, and
-    // FLT_MIN keeps masked keys at -inf · dq = -inf instead of NaN.
-    const float dq = fmaxf(q_scale * k_scale_next, 1.17549435e-38f);
-    if (block + 1 < num_kv_blocks) {
-      k_scale_next = __ldg(k_scale_ptr + (block + 1) * p.k_groups);
-      load_kv(block + 1, stage ^ 1);
-      ptx::cp_async_commit();
-      ptx::cp_async_wait<1>();
-    } else {
-      ptx::cp_async_wait<0>();
-    }
-    __syncthreads();
-    const uint32_t stage_off = stage * S::kStageBytes;
-    const int kv0 = block * kCtaK;
-
-    // ---- S = Q Kᵀ (int32) ----
+  // S = Q Kᵀ (int32) of the K tile at stage_off.
+  auto compute_s = [&](int32_t (&s_int)[kNT][4], uint32_t stage_off) {
     // Q's A fragment is re-read from shared memory per k-step (4 LDSM per block) rather than
     // held in 16 registers across the loop: with them the hd128 FP8 build needs 255 registers
     // on sm_90 and spills, and the two-CTA build cannot fit in 128.
-    int32_t s_int[kNT][4];
 #pragma unroll
     for (int t = 0; t < kNT; ++t) s_int[t][0] = s_int[t][1] = s_int[t][2] = s_int[t][3] = 0;
 #pragma unroll
@@ -273,8 +278,11 @@ __global__ void __launch_bounds__(kThreads, min_ctas_per_sm<D, M>()) QkInt8AttnK
         ptx::mma_s8_m16n8k32(s_int[2 * np + 1], a, b[2], b[3]);
       }
     }
+  };
 
-    // ---- mask, online softmax (dq goes into the exponent; the · 1.0f folds away) ----
+  // Mask, online softmax (dq goes into the exponent; the · 1.0f folds away), O rescale and
+  // O += P V for the block of keys kv0 .. kv0 + 63 whose S is s_int and whose V tile is at stage_off.
+  auto softmax_pv = [&](const int32_t (&s_int)[kNT][4], float dq, int kv0, uint32_t stage_off) {
     float s[kNT][4];
     dequantize_and_mask<kNT>(s, &s_int[0][0], 1.0f, p, kv0, warp_row0, group, tig);
     float alpha[2];
@@ -379,7 +387,53 @@ __global__ void __launch_bounds__(kThreads, min_ctas_per_sm<D, M>()) QkInt8AttnK
       __trap();  // FP8 modes are only instantiated in sources compiled for sm_89+
 #endif
     }
-    __syncthreads();  // the next iteration's loads overwrite this stage
+  };
+
+  if constexpr (!kSAhead) {
+    for (int block = 0; block < num_kv_blocks; ++block) {
+      const int stage = block & 1;
+      // dq > 0 for online_softmax_scaled; an all-zero Q or K group (scale 0) has x = 0, and
+      // FLT_MIN keeps masked keys at -inf · dq = -inf instead of NaN.
+      const float dq = fmaxf(q_scale * k_scale_next, 1.17549435e-38f);
+      if (block + 1 < num_kv_blocks) {
+        k_scale_next = __ldg(k_scale_ptr + (block + 1) * p.k_groups);
+        load_kv(block + 1, stage ^ 1);
+        ptx::cp_async_commit();
+        ptx::cp_async_wait<1>();
+      } else {
+        ptx::cp_async_wait<0>();
+      }
+      __syncthreads();
+      int32_t s_int[kNT][4];
+      compute_s(s_int, stage * S::kStageBytes);
+      softmax_pv(s_int, dq, block * kCtaK, stage * S::kStageBytes);
+      __syncthreads();  // the next iteration's loads overwrite this stage
+    }
+  } else {
+    // Block j: wait for block j + 1's tiles and pass the CTA barrier (after which block j - 1's
+    // stage is free for block j + 2's load), issue S_{j + 1}, then softmax and P·V of block j.
+    // Two S arrays trade places every block (the loop is unrolled by two so that no copy moves
+    // them); k_scale_next holds block j's K scale when step j starts.
+    auto step = [&](int block, const int32_t (&s_this)[kNT][4], int32_t (&s_following)[kNT][4]) {
+      const float dq = fmaxf(q_scale * k_scale_next, 1.17549435e-38f);  // as in the default schedule
+      if (block + 1 < num_kv_blocks) {
+        k_scale_next = __ldg(k_scale_ptr + (block + 1) * p.k_groups);
+        ptx::cp_async_wait<0>();  // this thread's share of block j + 1's tiles
+        __syncthreads();          // everyone's; and every warp has finished block j - 1
+        if (block + 2 < num_kv_blocks) load_kv(block + 2, (block + 2) % kKvStages);
+        ptx::cp_async_commit();
+        compute_s(s_following, (block + 1) % kKvStages * S::kStageBytes);
+      }
+      softmax_pv(s_this, dq, block * kCtaK, block % kKvStages * S::kStageBytes);
+    };
+    int32_t s_even[kNT][4], s_odd[kNT][4];
+    ptx::cp_async_wait<1>();  // Q and block 0
+    __syncthreads();
+    if (num_kv_blocks > 0) compute_s(s_even, 0);
+    for (int block = 0; block < num_kv_blocks; block += 2) {
+      step(block, s_even, s_odd);
+      if (block + 1 < num_kv_blocks) step(block + 1, s_odd, s_even);
+    }
   }
   ptx::cp_async_wait<0>();
 
