@@ -5,8 +5,8 @@ Issue 5 asks for 8.0, 8.6, 8.9 and 12.0 with nvcc 13.0. The kernel templates are
 nvcc in seconds; the wheel build (tests/test_build_wheel.py) covers 8.0 with torch. For each arch:
 the object holds SASS for exactly that arch (cuobjdump) and ptxas reports no spills (registers
 are printed in the test log). The opt-in KV-loop schedule ``SAGEATTN_QATTN_S_AHEAD=1``
-(qk_int8_attn.cuh) is compiled too, for the archs whose sources use it natively. Marker ``build``: skips without nvcc unless
-``SAGEATTN_REQUIRE_BUILD_TEST=1`` (CI sets it).
+(qk_int8_attn.cuh) is compiled too, for the archs whose sources use it natively. Marker
+``build``: skips without nvcc unless ``SAGEATTN_REQUIRE_BUILD_TEST=1`` (CI sets it).
 
 The Hopper wgmma kernel (issue 6) is compiled for ``9.0a`` (``compute_90a``/``sm_90a``), and its
 SASS must show the warpgroup MMAs of both matmuls: ``IGMMA`` (s8 Q·Kᵀ) and ``QGMMA`` (e4m3 P·V),
@@ -29,8 +29,8 @@ from _wheel_build import sass_text, skip_or_fail
 REPO = Path(__file__).resolve().parent.parent
 INSTANTIATIONS = REPO / "csrc" / "qattn" / "instantiations"
 
-# The heaviest instantiation of each family (hd128; fp32 O accumulation): most registers.
 S_AHEAD = ("SAGEATTN_QATTN_S_AHEAD=1",)
+# The heaviest instantiation of each family (hd128; fp32 O accumulation): most registers.
 CASES = [
     ("qk_int8_sv_f16_accum_f32_hd128_sm80.cu", "8.0", ()),
     ("qk_int8_sv_f16_accum_f32_hd128_sm80.cu", "8.6", ()),
