@@ -36,6 +36,9 @@ __all__ = [
     "compiler_version",
     "find_cuda_headers",
     "find_cuobjdump",
+    "find_nvdisasm",
+    "cuobjdump_sass",
+    "SassToolsMissing",
     "links_libstdcxx_statically",
     "site_package_dirs",
     "target_triple",
@@ -264,6 +267,29 @@ def find_nvdisasm(
             for candidate in sorted(Path(base).glob(pattern)):
                 return candidate
     return None
+
+
+class SassToolsMissing(FileNotFoundError):
+    """cuobjdump or nvdisasm (which ``cuobjdump -sass`` runs) is not found."""
+
+
+def cuobjdump_sass(binary: Path, arch: str | None = None) -> str:
+    """``cuobjdump -sass`` of an object or shared library (only ``arch``'s cubins when given).
+
+    cuobjdump runs nvdisasm for this, which CUDA images often lack: the one find_nvdisasm finds
+    (toolkit, PyPI wheel or Triton's copy) is put first on its PATH. Raises SassToolsMissing when
+    either tool is not found, RuntimeError with cuobjdump's output when it fails.
+    """
+    cuobjdump, nvdisasm = find_cuobjdump(), find_nvdisasm()
+    if cuobjdump is None or nvdisasm is None:
+        raise SassToolsMissing(f"cuobjdump -sass needs cuobjdump ({cuobjdump}) and nvdisasm ({nvdisasm})")
+    env = dict(os.environ, NVDISASM_PATH=str(nvdisasm.parent),
+               PATH=f"{nvdisasm.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    cmd = [str(cuobjdump), "-sass"] + (["-arch", arch] if arch else []) + [str(binary)]
+    done = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}")
+    return done.stdout
 
 
 _IOSTREAM_PROBE = "#include <sstream>\nint sageattn_probe(long v) { std::ostringstream s; s << v; return (int)s.str().size(); }\n"

@@ -91,17 +91,8 @@ def run_probe(fresh_python: Path, probe: str, tmp_path: Path, drop_env: tuple[st
 
 
 def sass_text(binary: Path, arch: str | None = None) -> str:
-    """``cuobjdump -sass`` of an object or shared library (only ``arch``'s cubins when given).
-
-    cuobjdump runs nvdisasm for this, which CUDA images often lack: cuda_env finds the toolkit's,
-    the PyPI wheel's or the copy Triton ships. Skips when neither tool is found.
-    """
-    cuobjdump, nvdisasm = cuda_env.find_cuobjdump(), cuda_env.find_nvdisasm()
-    if cuobjdump is None or nvdisasm is None:
-        pytest.skip(f"cuobjdump -sass needs cuobjdump ({cuobjdump}) and nvdisasm ({nvdisasm})")
-    env = dict(os.environ, NVDISASM_PATH=str(nvdisasm.parent),
-               PATH=f"{nvdisasm.parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    cmd = [str(cuobjdump), "-sass"] + (["-arch", arch] if arch else []) + [str(binary)]
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    assert done.returncode == 0, done.stdout[-2000:]
-    return done.stdout
+    """``cuda_env.cuobjdump_sass``; skips when cuobjdump or nvdisasm is not found."""
+    try:
+        return cuda_env.cuobjdump_sass(binary, arch)
+    except cuda_env.SassToolsMissing as exc:
+        pytest.skip(str(exc))

@@ -59,15 +59,6 @@ def compile_source(nvcc: Path, source: str, ptx_arch: str, sm_arch: str, defines
     return done.stdout
 
 
-def sass_of(obj: Path) -> str:
-    cuobjdump, nvdisasm = cuda_env.find_cuobjdump(), cuda_env.find_nvdisasm()
-    if cuobjdump is None or nvdisasm is None:
-        sys.exit(f"cuobjdump -sass needs cuobjdump ({cuobjdump}) and nvdisasm ({nvdisasm})")
-    env = {"PATH": f"{nvdisasm.parent}:/usr/bin:/bin"}
-    return subprocess.run([str(cuobjdump), "-sass", str(obj)], capture_output=True, text=True, check=True,
-                          env=env).stdout
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sources", nargs="*", default=DEFAULT_SOURCES)
@@ -91,7 +82,11 @@ def main() -> None:
             log = compile_source(nvcc, source, ptx, sm_arch, args.defines, Path(tmp) / "k.o")
             regs = max(int(r) for r in re.findall(r"Used (\d+) registers", log))
             spill = sum(int(a) + int(b) for a, b in re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log))
-            ops = [m.group(1) for m in INSTRUCTION.finditer(sass_of(Path(tmp) / "k.o"))]
+            try:
+                sass = cuda_env.cuobjdump_sass(Path(tmp) / "k.o")
+            except cuda_env.SassToolsMissing as exc:
+                sys.exit(str(exc))
+            ops = [m.group(1) for m in INSTRUCTION.finditer(sass)]
             counts = Counter(name for op in ops for name, rx in FAMILIES.items() if rx.match(op))
             print(f"{source:44} {regs:>4} {spill:>5} {len(ops):>6} " + " ".join(f"{counts[f]:>6}" for f in FAMILIES))
 
