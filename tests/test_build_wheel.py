@@ -103,11 +103,11 @@ def test_build_names_nvcc_flags_from_the_environment(monkeypatch, capsys):
     """Kernel experiments reach nvcc through NVCC_APPEND_FLAGS; the build says so before anything else."""
     from scripts import build
 
-    monkeypatch.setenv("NVCC_APPEND_FLAGS", "-DSAGEATTN_QATTN_S_AHEAD=1")
+    monkeypatch.setenv("NVCC_APPEND_FLAGS", "-DSAGEATTN_QATTN_WARP_ROWS=16")
     monkeypatch.delenv("NVCC_PREPEND_FLAGS", raising=False)
     assert build.main(["--cell", "no-such-cell"]) == 1  # stops in preflight: nothing is compiled
     err = capsys.readouterr().err
-    assert "NVCC_APPEND_FLAGS='-DSAGEATTN_QATTN_S_AHEAD=1' is set" in err
+    assert "NVCC_APPEND_FLAGS='-DSAGEATTN_QATTN_WARP_ROWS=16' is set" in err
     assert "NVCC_PREPEND_FLAGS" not in err
     assert "no-such-cell" in err
 

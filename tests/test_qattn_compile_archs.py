@@ -3,10 +3,12 @@
 Issue 5 asks for 8.0, 8.6, 8.9 and 12.0 with nvcc 13.0. The kernel templates are torch-free
 (csrc/qattn/qk_int8_attn.cuh), so one generated instantiation per family compiles with plain
 nvcc in seconds; the wheel build (tests/test_build_wheel.py) covers 8.0 with torch. For each arch:
-the object holds SASS for exactly that arch (cuobjdump) and ptxas reports no spills (registers
-are printed in the test log). The opt-in KV-loop schedule ``SAGEATTN_QATTN_S_AHEAD=1``
-(qk_int8_attn.cuh) is compiled too, for the archs whose sources use it natively. Marker
-``build``: skips without nvcc unless ``SAGEATTN_REQUIRE_BUILD_TEST=1`` (CI sets it).
+the object holds SASS for exactly that arch (cuobjdump) and ptxas spills no more than the case
+allows (registers and spills are printed in the test log). hd128 runs two m16 tiles per warp
+(qk_int8_attn.cuh, m_tiles): all 255 registers and a few spilled loop-invariant values, which
+the H100 measured faster than the spill-free 16-row layout; ``SAGEATTN_QATTN_WARP_ROWS=16`` still
+builds that layout without spills and with half the MMAs. Marker ``build``: skips without nvcc
+unless ``SAGEATTN_REQUIRE_BUILD_TEST=1`` (CI sets it).
 
 The Hopper wgmma kernel (issue 6) is compiled for ``9.0a`` (``compute_90a``/``sm_90a``), and its
 SASS must show the warpgroup MMAs of both matmuls: ``IGMMA`` (s8 Q·Kᵀ) and ``QGMMA`` (e4m3 P·V),
@@ -29,17 +31,24 @@ from _wheel_build import sass_text, skip_or_fail
 REPO = Path(__file__).resolve().parent.parent
 INSTANTIATIONS = REPO / "csrc" / "qattn" / "instantiations"
 
-S_AHEAD = ("SAGEATTN_QATTN_S_AHEAD=1",)
-# The heaviest instantiation of each family (hd128; fp32 O accumulation): most registers.
+SIXTEEN_ROWS = ("SAGEATTN_QATTN_WARP_ROWS=16",)
+# Spill stores ptxas may report, in bytes. The two-m-tile hd128 builds measured 4-42 B with
+# nvcc 13.0 (16-20 B for the four below; the fp32+fp32 e4m3 build 42 B on sm_89): loop-invariant values
+# reloaded from L1 a few times per KV block (SASS, session 7). 64 B keeps a margin for other ptxas
+# versions and fails if a change makes the loop itself spill. Everything else: none.
+TWO_TILE_SPILL_BYTES = 64
+# Each family's sources with the default pv_accum_dtype (hd128: most registers), for every arch
+# the family ships; then hd64 (16-row warps) and the 16-row hd128 layout, which must not spill.
 CASES = [
-    ("qk_int8_sv_f16_accum_f32_hd128_sm80.cu", "8.0", ()),
-    ("qk_int8_sv_f16_accum_f32_hd128_sm80.cu", "8.6", ()),
-    ("qk_int8_sv_f8_accum_f32f16_hd128_sm89.cu", "8.9", ()),
-    ("qk_int8_sv_f8_accum_f32f16_hd128_sm89.cu", "12.0", ()),
-    ("qk_int8_sv_f8_accum_f32f32_hd128_sm90.cu", "9.0a", ()),
-    # The S-ahead schedule holds a second S (32 registers): the fullest instantiations.
-    ("qk_int8_sv_f16_accum_f16f32_hd128_sm80.cu", "8.0", S_AHEAD),
-    ("qk_int8_sv_f8_accum_f32f32_hd128_sm89.cu", "8.9", S_AHEAD),
+    ("qk_int8_sv_f16_accum_f32_hd128_sm80.cu", "8.0", (), TWO_TILE_SPILL_BYTES),
+    ("qk_int8_sv_f16_accum_f32_hd128_sm80.cu", "8.6", (), TWO_TILE_SPILL_BYTES),
+    ("qk_int8_sv_f8_accum_f32f16_hd128_sm89.cu", "8.9", (), TWO_TILE_SPILL_BYTES),
+    ("qk_int8_sv_f8_accum_f32f16_hd128_sm89.cu", "12.0", (), TWO_TILE_SPILL_BYTES),
+    ("qk_int8_sv_f8_accum_f32f32_hd128_sm90.cu", "9.0a", (), 0),
+    ("qk_int8_sv_f16_accum_f32_hd64_sm80.cu", "8.0", (), 0),
+    ("qk_int8_sv_f8_accum_f32f16_hd64_sm89.cu", "8.9", (), 0),
+    ("qk_int8_sv_f16_accum_f32_hd128_sm80.cu", "8.0", SIXTEEN_ROWS, 0),
+    ("qk_int8_sv_f8_accum_f32f16_hd128_sm89.cu", "8.9", SIXTEEN_ROWS, 0),
 ]
 SM90_CASES = ["qk_int8_sv_f8_accum_f32f32_hd64_sm90.cu", "qk_int8_sv_f8_accum_f32f32_hd128_sm90.cu"]
 
@@ -63,9 +72,10 @@ def _compile(nvcc: Path, source: str, arch: str, obj: Path, defines: tuple[str, 
     return done.stdout
 
 
-@pytest.mark.parametrize("source,arch,defines", CASES,
-                         ids=[f"{s.split('_hd')[0]}-{a}" + ("-s_ahead" if d else "") for s, a, d in CASES])
-def test_instantiation_compiles_without_spills(source, arch, defines, tmp_path, capsys):
+@pytest.mark.parametrize("source,arch,defines,spill_bytes", CASES,
+                         ids=[f"{s.removesuffix('.cu').rsplit('_', 1)[0]}-{a}" + ("-16rows" if d else "")
+                              for s, a, d, _ in CASES])
+def test_instantiation_compiles_within_its_spills(source, arch, defines, spill_bytes, tmp_path, capsys):
     nvcc = _nvcc()
     sm = "sm_" + arch.replace(".", "")
     obj = tmp_path / "kernel.o"
@@ -74,17 +84,18 @@ def test_instantiation_compiles_without_spills(source, arch, defines, tmp_path, 
     spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
     assert registers and spills, f"no ptxas -v report in:\n{log[-2000:]}"
     with capsys.disabled():
-        print(f"\n{source} for {sm} {' '.join(defines)}: registers {'/'.join(registers)}", flush=True)
-    assert all(s == ("0", "0") for s in spills), f"{source} spills on {sm}: {spills}"
+        print(f"\n{source} for {sm} {' '.join(defines)}: registers {'/'.join(registers)}, "
+              f"spill stores {'/'.join(st for st, _ in spills)} B", flush=True)
+    assert all(int(st) <= spill_bytes for st, _ in spills), f"{source} spills on {sm}: {spills} (allowed {spill_bytes} B)"
     sass, _ = cuobjdump_archs(obj)
     assert sass == {sm}, f"expected SASS for {sm} only, cuobjdump lists {sorted(sass)}"
     if defines:
-        # The macro must reach the kernel: S-ahead issues S of the first block before the loop
-        # and unrolls the loop by two, so its SASS holds more MMAs than the default schedule's.
+        # The macro must reach the kernel, and hd128's default must be the two-m-tile layout: a
+        # warp of 16 rows issues half the MMAs of a warp of 32 (same loop, one tile).
         default = tmp_path / "default.o"
         _compile(nvcc, source, arch, default)
         mmas = [len(re.findall(r"\b[HIQ]MMA\.", sass_text(o))) for o in (obj, default)]
-        assert mmas[0] > mmas[1], f"{' '.join(defines)} changed nothing: MMAs {mmas[0]} vs default {mmas[1]}"
+        assert 2 * mmas[0] == mmas[1], f"{' '.join(defines)}: MMAs {mmas[0]}, default {mmas[1]} (expected twice as many)"
 
 
 @pytest.mark.parametrize("source", SM90_CASES)

@@ -6,7 +6,7 @@ scheduler, tensor pipe 27 % busy). A change of the KV loop's structure shows in 
 any GPU is at hand: registers, spills, CTA barriers, MMAs and loads per kernel. ``code=sm_90``
 from ``compute_80`` is what that JIT compiles (with the driver's ptxas instead of this nvcc's).
 
-    python benchmarks/dev/qattn_sass.py [--arch 80:90] [-D SAGEATTN_QATTN_S_AHEAD=1] [source ...]
+    python benchmarks/dev/qattn_sass.py [--arch 80:90] [-D SAGEATTN_QATTN_WARP_ROWS=16] [source ...]
 
 Sources are file names under csrc/qattn/instantiations/ (default: the four hd128/hd64 fp32
 instantiations of the sm80 and sm89 families). Counts are per kernel, not per KV block.

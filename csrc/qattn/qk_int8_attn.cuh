@@ -1,9 +1,9 @@
 // Attention with INT8 Q·Kᵀ (mma.sync m16n8k32 s8) and a 16-bit or FP8 P·V, for sm80 and sm89+.
 //
 // Algorithm (research notes §2.1-2.4; SageAttention2 Algorithm 1): FlashAttention-2 tiling with an
-// online softmax in FP32 and exp2. Per CTA kCtaQ = 128 query rows, 8 warps of 16 rows each; the
-// KV loop walks kCtaK = 64 keys per step with K/V double-buffered in shared memory by cp.async
-// (triple-buffered with SAGEATTN_QATTN_S_AHEAD, below).
+// online softmax in FP32 and exp2. Per CTA 8 warps of 32 query rows (hd128) or 16 (hd64), see
+// m_tiles below; the KV loop walks kCtaK = 64 keys per step with K/V double-buffered in shared
+// memory by cp.async.
 //
 //   S    = (Q_int8 · K_int8ᵀ) · q_scale · k_scale · qk_scale     (qk_scale: into the log2 domain)
 //   m'   = max(m, rowmax S);  P = 2^(S - m' + p_shift);  l = l · 2^(m - m') + rowsum P
@@ -44,21 +44,39 @@
 namespace sageattention {
 namespace qattn {
 
-// KV-loop schedule. Default: per 64-key block, wait for its tiles, CTA barrier, S = Q·Kᵀ, softmax,
-// O += P·V, CTA barrier; each warp's tensor-core work and its softmax run one after the other.
-// The H100 profile of this schedule (session 3, sm80 source via the JIT) found it latency-bound:
-// two warps per scheduler, half a warp eligible, tensor pipe 27 % busy.
-// SAGEATTN_QATTN_S_AHEAD=1 (NVCC_APPEND_FLAGS=-DSAGEATTN_QATTN_S_AHEAD=1): software pipelining as
-// FlashAttention-3 §3.2 does it within a warpgroup: S of block j + 1 is issued before the softmax
-// of block j, so its MMAs run while the warp computes exponentials (32 more registers hold the
-// second S). Three K/V stages make one CTA barrier per block enough: the load of block j + 2
-// reuses block j - 1's stage, which every warp has left once it passes block j's barrier.
-// Compiled and checked for spills here; not yet executed on a GPU (issue 5).
-#ifndef SAGEATTN_QATTN_S_AHEAD
-#define SAGEATTN_QATTN_S_AHEAD 0
+// Query rows per warp. With 16 (one m16 tile) every K and V fragment a warp reads from shared
+// memory feeds one MMA: per 64-key block and warp, hd128 f16 P·V, 26 KB of ldmatrix (Q 2 KB, K
+// 8 KB, V 16 KB) for 96 MMAs, so the CTA's 208 KB take ~1660 clocks at the H100's 128 B/clk per
+// SM, more than its MMAs (~1150). With 32 rows (two m16 tiles) each K and V fragment feeds two
+// MMAs and the traffic per query row halves, for 64 more registers (O and S of the second tile).
+// Measured on the H100 (sm80/sm89 sources via the PTX JIT, kernel only, 16K, session 7):
+//   hd128: f16 P·V 314 -> 398 TOPS, e4m3 P·V 315 -> 340 (4K and causal alike): 32 rows;
+//   hd64:  f16 P·V 319 -> 282, e4m3 285 -> 299 (for f16, two 16-row CTAs per SM beat one
+//          32-row CTA; e4m3 within the spread): 16 rows.
+// The hd128 builds then use all 255 registers and spill stores of 4-42 B (ptxas 13.0; loop-
+// invariant values reloaded from L1 a few times per KV block; tests/test_qattn_compile_archs.py
+// bounds them).
+// The CTA keeps 8 warps, so it holds 128 or 256 query rows. The Q-scale layout stays per 128-row
+// block of eight 16-row slabs (the quantizers do not change): a warp's m-tile reads its slab.
+// (Session 6's S-ahead schedule, S of block j + 1 issued before the softmax of block j, measured
+// 350 TOPS for hd128 f16 and lost on e4m3 and hd64; it needs 64 more registers with two m-tiles.)
+// SAGEATTN_QATTN_WARP_ROWS=16 or 32 (NVCC_APPEND_FLAGS=-DSAGEATTN_QATTN_WARP_ROWS=...) forces one
+// layout for every head dim, for measurements.
+#ifndef SAGEATTN_QATTN_WARP_ROWS
+#define SAGEATTN_QATTN_WARP_ROWS 0
 #endif
-constexpr bool kSAhead = SAGEATTN_QATTN_S_AHEAD != 0;
-constexpr int kKvStages = kSAhead ? 3 : 2;
+static_assert(SAGEATTN_QATTN_WARP_ROWS == 0 || SAGEATTN_QATTN_WARP_ROWS == 16 || SAGEATTN_QATTN_WARP_ROWS == 32,
+              "SAGEATTN_QATTN_WARP_ROWS: 16 or 32 (0: by head dim)");
+
+// m16 tiles per warp, and query rows per CTA, for head dim D.
+template <int D>
+__host__ __device__ constexpr int m_tiles() {
+  return SAGEATTN_QATTN_WARP_ROWS != 0 ? SAGEATTN_QATTN_WARP_ROWS / 16 : (D >= 128 ? 2 : 1);
+}
+template <int D>
+__host__ __device__ constexpr int cta_rows() {
+  return kWarps * 16 * m_tiles<D>();
+}
 
 template <int D, PvMode M>
 struct Smem {
@@ -66,27 +84,18 @@ struct Smem {
   static constexpr int kKPitch = D + kPad;                          // int8 K row
   static constexpr int kVPitch = is_fp8(M) ? kCtaK + kPad : 2 * D + kPad;  // e4m3 Vᵀ row / f16 V row
   static constexpr int kVRows = is_fp8(M) ? D : kCtaK;
-  static constexpr int kQBytes = kCtaQ * kQPitch;
+  static constexpr int kQBytes = cta_rows<D>() * kQPitch;
   static constexpr int kKBytes = kCtaK * kKPitch;
   static constexpr int kVBytes = kVRows * kVPitch;
   static constexpr int kStageBytes = kKBytes + kVBytes;  // stage s: K at kQBytes + s * kStageBytes, then V
-  static constexpr int kTotal = kQBytes + kKvStages * kStageBytes;
+  static constexpr int kTotal = kQBytes + 2 * kStageBytes;  // K/V double-buffered
 };
 
-// CTAs per SM the kernel is compiled for (__launch_bounds__), where two CTAs' shared memory fits
-// the SM (1 KB of each is reserved by the system); two cap registers at 128 per thread.
-// hd64: two (16 warps per SM; ~125-165 registers unbounded, and the unbounded build of the
-// previous kernel already settled at 128 by itself). With SAGEATTN_QATTN_S_AHEAD one: its second
-// S does not fit 128 registers (ptxas 13.0 spilled 408-700 B; unbounded it takes 187-248).
-// hd128: one by default: 8 warps, and ptxas free to use ~170-255 registers, with which it keeps
-// ~10 V ldmatrix in flight ahead of the P·V MMAs. SAGEATTN_QATTN_TWO_CTAS_PER_SM=1 (e.g.
-// NVCC_APPEND_FLAGS=-DSAGEATTN_QATTN_TWO_CTAS_PER_SM=1) asks for two there too: 16 warps, which
-// ptxas 13.0 fits in 128 registers by spilling ~9 loop-invariant values (reloaded from L1 once per
-// KV block) and with fewer loads in flight. Whether that wins is for a GPU to say; it is off by
-// default because tests/test_qattn_compile_archs.py requires spill-free hd128 builds.
-#ifndef SAGEATTN_QATTN_TWO_CTAS_PER_SM
-#define SAGEATTN_QATTN_TWO_CTAS_PER_SM 0
-#endif
+// CTAs per SM the kernel is compiled for (__launch_bounds__): two for hd64 with 16-row warps,
+// where two CTAs' shared memory fits the SM (1 KB of each is reserved by the system): 16 warps
+// per SM at 128 registers (~125-165 unbounded; the unbounded build of an earlier kernel settled
+// at 128 by itself). Otherwise one CTA of 8 warps with up to 255 registers each: hd128 needs them
+// (16-row warps kept ~10 V ldmatrix in flight ahead of the P·V MMAs with ~170-230).
 // Shared memory of one SM (CUDA guide's per-arch table); the host pass only needs some value.
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 860 || __CUDA_ARCH__ == 890 || __CUDA_ARCH__ >= 1200)
 constexpr int kSmemPerSm = 100 * 1024;
@@ -97,7 +106,7 @@ constexpr int kSmemPerSm = 164 * 1024;  // sm80/sm87 (sm90/sm100: 228 KB, at lea
 template <int D, PvMode M>
 constexpr int min_ctas_per_sm() {
   const bool fits = 2 * (Smem<D, M>::kTotal + 1024) <= kSmemPerSm;
-  return fits && ((D == 64 && !kSAhead) || SAGEATTN_QATTN_TWO_CTAS_PER_SM) ? 2 : 1;
+  return fits && D == 64 && m_tiles<D>() == 1 ? 2 : 1;
 }
 
 // online_softmax (qk_int8_attn_common.cuh) for s = x · dq, where `s` comes in as x, the
@@ -138,6 +147,8 @@ __device__ __forceinline__ void online_softmax_scaled(float (&s)[kNT][4], float 
 template <int D, PvMode M>
 __global__ void __launch_bounds__(kThreads, min_ctas_per_sm<D, M>()) QkInt8AttnKernel(const AttnParams p) {
   using S = Smem<D, M>;
+  constexpr int kMTiles = m_tiles<D>();
+  constexpr int kCtaRows = cta_rows<D>();
   constexpr bool kFp8 = is_fp8(M);
   constexpr int kNT = kCtaK / 8;  // S n-tiles per warp
   constexpr int kDT = D / 8;      // O n-tiles per warp
@@ -155,14 +166,14 @@ __global__ void __launch_bounds__(kThreads, min_ctas_per_sm<D, M>()) QkInt8AttnK
   const int head = blockIdx.y;
   const int batch = blockIdx.z;
   const int kv_head = head / p.kv_group;
-  const int q0 = q_block * kCtaQ;
+  const int q0 = q_block * kCtaRows;
 
   const int8_t* q_base = p.q + batch * p.q_stride[0] + head * p.q_stride[1];
   const int8_t* k_base = p.k + batch * p.k_stride[0] + kv_head * p.k_stride[1];
   const uint8_t* v_base = static_cast<const uint8_t*>(p.v) +
                           (batch * p.v_stride[0] + kv_head * p.v_stride[1]) * (kFp8 ? 1 : 2);
 
-  const int num_kv_blocks = num_kv_blocks_for(p, q0);
+  const int num_kv_blocks = num_kv_blocks_for<kCtaRows>(p, q0);
 
   // ---- async K/V tile loads (16-byte chunks; rows past L_k are zero-filled) ----
   // A thread copies the same column of rows row0, row0 + kRowStep, ... of each tile in every
@@ -212,17 +223,20 @@ __global__ void __launch_bounds__(kThreads, min_ctas_per_sm<D, M>()) QkInt8AttnK
     }
   };
 
-  load_q_tile<D, S::kQPitch, kThreads>(q_smem, q_base, p, q0, tid);
+  load_q_tile<D, S::kQPitch, kThreads, kCtaRows>(q_smem, q_base, p, q0, tid);
   if (num_kv_blocks > 0) load_kv(0, 0);
   ptx::cp_async_commit();
-  if constexpr (kSAhead) {
-    if (num_kv_blocks > 1) load_kv(1, 1);
-    ptx::cp_async_commit();  // possibly empty: every thread then waits on the same group count
-  }
 
   // ---- per-thread state ----
-  const int warp_row0 = q0 + warp * kWarpQ;
-  const float q_scale = lane_q_scale(p, batch, head, q_block, warp, group);
+  const int warp_row0 = q0 + warp * 16 * kMTiles;  // m-tile mt: rows warp_row0 + 16 mt ..
+  // Q scales per 16-row slab (slab index over the head, hence q_block 0 below). The scale tensor
+  // ends with L_q's last 128-row block, which a 256-row CTA can overrun: such slabs hold no rows.
+  float q_scale[kMTiles];
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt) {
+    const int slab = warp_row0 / 16 + mt;
+    q_scale[mt] = slab * 16 < p.lq ? lane_q_scale(p, batch, head, 0, slab, group) : 0.0f;
+  }
   const float* k_scale_ptr = p.k_scale + batch * p.ks_stride[0] + kv_head * p.ks_stride[1] +
                              (p.k_groups == 1 ? 0 : tig);
   const float p_shift = kFp8 ? kFp8PLog2Scale : 0.0f;
@@ -230,25 +244,32 @@ __global__ void __launch_bounds__(kThreads, min_ctas_per_sm<D, M>()) QkInt8AttnK
   // LDG went out after the barrier, mid-way through the S MMAs, and the first FMUL waited on it.)
   float k_scale_next = num_kv_blocks > 0 ? __ldg(k_scale_ptr) : 0.0f;
 
-  float m_row[2] = {-INFINITY, -INFINITY};
-  float l_row[2] = {0.0f, 0.0f};  // this lane's partial row sums; quad-reduced at the end
+  float m_row[kMTiles][2], l_row[kMTiles][2];  // l: this lane's partial row sums; quad-reduced at the end
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt) {
+    m_row[mt][0] = m_row[mt][1] = -INFINITY;
+    l_row[mt][0] = l_row[mt][1] = 0.0f;
+  }
   constexpr bool kO16 = M == PvMode::kF16Acc16;
   // Modes that add a per-block MMA result to O on CUDA cores instead of accumulating into it.
   constexpr bool kBufferedO = M == PvMode::kF16Acc16Buf || M == PvMode::kF8Acc32Buf || M == PvMode::kF8Acc16Buf;
-  float o_acc[kO16 ? 1 : kDT][4];
-  uint32_t o_h[kO16 ? kDT : 1][2];
-  if constexpr (kO16) {
+  float o_acc[kMTiles][kO16 ? 1 : kDT][4];
+  uint32_t o_h[kMTiles][kO16 ? kDT : 1][2];
 #pragma unroll
-    for (int t = 0; t < kDT; ++t) o_h[t][0] = o_h[t][1] = 0u;
-  } else {
+  for (int mt = 0; mt < kMTiles; ++mt) {
+    if constexpr (kO16) {
 #pragma unroll
-    for (int t = 0; t < kDT; ++t) o_acc[t][0] = o_acc[t][1] = o_acc[t][2] = o_acc[t][3] = 0.0f;
+      for (int t = 0; t < kDT; ++t) o_h[mt][t][0] = o_h[mt][t][1] = 0u;
+    } else {
+#pragma unroll
+      for (int t = 0; t < kDT; ++t) o_acc[mt][t][0] = o_acc[mt][t][1] = o_acc[mt][t][2] = o_acc[mt][t][3] = 0.0f;
+    }
   }
 
   // ldmatrix row addresses of this lane (stage 0; a stage adds kStageBytes). x4 loads: lanes
   // 8 i .. 8 i + 7 address matrix i (mma.cuh).
   const uint32_t q_lane =
-      ptx::smem_addr(q_smem + (warp * kWarpQ + (lane & 7) + ((lane >> 3) & 1) * 8) * S::kQPitch + (lane >> 4) * 16);
+      ptx::smem_addr(q_smem + (warp * 16 * kMTiles + (lane & 7) + ((lane >> 3) & 1) * 8) * S::kQPitch + (lane >> 4) * 16);
   const uint32_t k_lane =
       ptx::smem_addr(kv_smem + ((lane & 7) + (lane >> 4) * 8) * S::kKPitch + ((lane >> 3) & 1) * 16);
   // f16 V (trans): matrices 0/1 keys +0/+8 of channels +0, 2/3 the same of channels +8.
@@ -260,128 +281,167 @@ __global__ void __launch_bounds__(kThreads, min_ctas_per_sm<D, M>()) QkInt8AttnK
                             (lane >> 4) * 16);
 
   // S = Q Kᵀ (int32) of the K tile at stage_off.
-  auto compute_s = [&](int32_t (&s_int)[kNT][4], uint32_t stage_off) {
-    // Q's A fragment is re-read from shared memory per k-step (4 LDSM per block) rather than
-    // held in 16 registers across the loop: with them the hd128 FP8 build needs 255 registers
-    // on sm_90 and spills, and the two-CTA build cannot fit in 128.
+  auto compute_s = [&](int32_t (&s_int)[kMTiles][kNT][4], uint32_t stage_off) {
+    // Q's A fragments are re-read from shared memory per k-step (4 LDSM per m-tile and block)
+    // rather than held across the loop (16 registers per m-tile): the hd128 builds have none
+    // left, and the two-CTA hd64 build must fit in 128.
 #pragma unroll
-    for (int t = 0; t < kNT; ++t) s_int[t][0] = s_int[t][1] = s_int[t][2] = s_int[t][3] = 0;
+    for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+      for (int t = 0; t < kNT; ++t) s_int[mt][t][0] = s_int[mt][t][1] = s_int[mt][t][2] = s_int[mt][t][3] = 0;
 #pragma unroll
     for (int kk = 0; kk < D / 32; ++kk) {
-      uint32_t a[4];
-      ptx::ldmatrix_x4(a, q_lane + kk * 32);
+      uint32_t a[kMTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) ptx::ldmatrix_x4(a[mt], q_lane + mt * 16 * S::kQPitch + kk * 32);
 #pragma unroll
       for (int np = 0; np < kNT / 2; ++np) {
         uint32_t b[4];
         ptx::ldmatrix_x4(b, k_lane + stage_off + np * 16 * S::kKPitch + kk * 32);
-        ptx::mma_s8_m16n8k32(s_int[2 * np], a, b[0], b[1]);
-        ptx::mma_s8_m16n8k32(s_int[2 * np + 1], a, b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+          ptx::mma_s8_m16n8k32(s_int[mt][2 * np], a[mt], b[0], b[1]);
+          ptx::mma_s8_m16n8k32(s_int[mt][2 * np + 1], a[mt], b[2], b[3]);
+        }
       }
     }
   };
 
   // Mask, online softmax (dq goes into the exponent; the · 1.0f folds away), O rescale and
-  // O += P V for the block of keys kv0 .. kv0 + 63 whose S is s_int and whose V tile is at stage_off.
-  auto softmax_pv = [&](const int32_t (&s_int)[kNT][4], float dq, int kv0, uint32_t stage_off) {
-    float s[kNT][4];
-    dequantize_and_mask<kNT>(s, &s_int[0][0], 1.0f, p, kv0, warp_row0, group, tig);
-    float alpha[2];
-    online_softmax_scaled<kNT>(s, dq, m_row, l_row, alpha, p_shift);
+  // O += P V for the block of keys kv0 .. kv0 + 63 whose S is s_int and whose V tile is at
+  // stage_off. With two m-tiles every V fragment feeds both tiles' MMAs.
+  auto softmax_pv = [&](const int32_t (&s_int)[kMTiles][kNT][4], const float (&dq)[kMTiles], int kv0,
+                        uint32_t stage_off) {
+    float s[kMTiles][kNT][4];
+    float alpha[kMTiles][2];
+    bool any_moved = false;
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt) {
+      dequantize_and_mask<kNT>(s[mt], &s_int[mt][0][0], 1.0f, p, kv0, warp_row0 + 16 * mt, group, tig);
+      online_softmax_scaled<kNT>(s[mt], dq[mt], m_row[mt], l_row[mt], alpha[mt], p_shift);
+      any_moved = any_moved || alpha[mt][0] != 1.0f || alpha[mt][1] != 1.0f;
+    }
     if constexpr (kBufferedO) {
-      rescale_rows<kDT>(o_acc, alpha);  // ptxas fuses it with the buffer add below: one FFMA each
-    } else if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) rescale_rows<kDT>(o_acc[mt], alpha[mt]);  // fused with the buffer add below
+    } else if (__any_sync(0xffffffffu, any_moved)) {
       // Where the MMAs accumulate into O itself, O ·= alpha is skipped when no row of the warp
       // raised its max (alpha exactly 1, so skipping changes no bit): most blocks of a long
-      // sequence once the maxima settle, 64 FMUL (hd128) per block and warp each time.
-      if constexpr (kO16) {
-        const __half2 a0 = __float2half2_rn(alpha[0]), a1 = __float2half2_rn(alpha[1]);
+      // sequence once the maxima settle, 64 FMUL (hd128) per block, m-tile and warp each time.
 #pragma unroll
-        for (int t = 0; t < kDT; ++t) {
-          *reinterpret_cast<__half2*>(&o_h[t][0]) = __hmul2(*reinterpret_cast<__half2*>(&o_h[t][0]), a0);
-          *reinterpret_cast<__half2*>(&o_h[t][1]) = __hmul2(*reinterpret_cast<__half2*>(&o_h[t][1]), a1);
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        if constexpr (kO16) {
+          const __half2 a0 = __float2half2_rn(alpha[mt][0]), a1 = __float2half2_rn(alpha[mt][1]);
+#pragma unroll
+          for (int t = 0; t < kDT; ++t) {
+            *reinterpret_cast<__half2*>(&o_h[mt][t][0]) = __hmul2(*reinterpret_cast<__half2*>(&o_h[mt][t][0]), a0);
+            *reinterpret_cast<__half2*>(&o_h[mt][t][1]) = __hmul2(*reinterpret_cast<__half2*>(&o_h[mt][t][1]), a1);
+          }
+        } else {
+          rescale_rows<kDT>(o_acc[mt], alpha[mt]);
         }
-      } else {
-        rescale_rows<kDT>(o_acc, alpha);
       }
     }
 
     // ---- O += P V ----
     if constexpr (!kFp8) {
       // P as the A operand of m16n8k16: k-step kk covers S n-tiles 2 kk and 2 kk + 1.
-      uint32_t pa[kNT / 2][4];
+      uint32_t pa[kMTiles][kNT / 2][4];
 #pragma unroll
-      for (int kk = 0; kk < kNT / 2; ++kk) {
-        pa[kk][0] = ptx::pack_half2(s[2 * kk][0], s[2 * kk][1]);
-        pa[kk][1] = ptx::pack_half2(s[2 * kk][2], s[2 * kk][3]);
-        pa[kk][2] = ptx::pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        pa[kk][3] = ptx::pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-      }
+      for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+        for (int kk = 0; kk < kNT / 2; ++kk) {
+          pa[mt][kk][0] = ptx::pack_half2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+          pa[mt][kk][1] = ptx::pack_half2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+          pa[mt][kk][2] = ptx::pack_half2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+          pa[mt][kk][3] = ptx::pack_half2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        }
 #pragma unroll
       for (int dp = 0; dp < D / 16; ++dp) {
-        uint32_t buf[2][2] = {{0u, 0u}, {0u, 0u}};
+        uint32_t buf[kMTiles][2][2];
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) buf[mt][0][0] = buf[mt][0][1] = buf[mt][1][0] = buf[mt][1][1] = 0u;
 #pragma unroll
         for (int kk = 0; kk < kNT / 2; ++kk) {
           uint32_t b[4];
           ptx::ldmatrix_x4_trans(b, v_lane + stage_off + kk * 16 * S::kVPitch + dp * 32);
-          if constexpr (M == PvMode::kF16Acc32) {
-            ptx::mma_f16_f32_m16n8k16(o_acc[2 * dp], pa[kk], b[0], b[1]);
-            ptx::mma_f16_f32_m16n8k16(o_acc[2 * dp + 1], pa[kk], b[2], b[3]);
-          } else if constexpr (M == PvMode::kF16Acc16Buf) {
-            ptx::mma_f16_f16_m16n8k16(buf[0], pa[kk], b[0], b[1]);
-            ptx::mma_f16_f16_m16n8k16(buf[1], pa[kk], b[2], b[3]);
-          } else {
-            ptx::mma_f16_f16_m16n8k16(o_h[2 * dp], pa[kk], b[0], b[1]);
-            ptx::mma_f16_f16_m16n8k16(o_h[2 * dp + 1], pa[kk], b[2], b[3]);
+#pragma unroll
+          for (int mt = 0; mt < kMTiles; ++mt) {
+            if constexpr (M == PvMode::kF16Acc32) {
+              ptx::mma_f16_f32_m16n8k16(o_acc[mt][2 * dp], pa[mt][kk], b[0], b[1]);
+              ptx::mma_f16_f32_m16n8k16(o_acc[mt][2 * dp + 1], pa[mt][kk], b[2], b[3]);
+            } else if constexpr (M == PvMode::kF16Acc16Buf) {
+              ptx::mma_f16_f16_m16n8k16(buf[mt][0], pa[mt][kk], b[0], b[1]);
+              ptx::mma_f16_f16_m16n8k16(buf[mt][1], pa[mt][kk], b[2], b[3]);
+            } else {
+              ptx::mma_f16_f16_m16n8k16(o_h[mt][2 * dp], pa[mt][kk], b[0], b[1]);
+              ptx::mma_f16_f16_m16n8k16(o_h[mt][2 * dp + 1], pa[mt][kk], b[2], b[3]);
+            }
           }
         }
         if constexpr (M == PvMode::kF16Acc16Buf) {
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const float2 top = ptx::unpack_half2(buf[h][0]), bottom = ptx::unpack_half2(buf[h][1]);
-            o_acc[2 * dp + h][0] += top.x;
-            o_acc[2 * dp + h][1] += top.y;
-            o_acc[2 * dp + h][2] += bottom.x;
-            o_acc[2 * dp + h][3] += bottom.y;
-          }
+          for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const float2 top = ptx::unpack_half2(buf[mt][h][0]), bottom = ptx::unpack_half2(buf[mt][h][1]);
+              o_acc[mt][2 * dp + h][0] += top.x;
+              o_acc[mt][2 * dp + h][1] += top.y;
+              o_acc[mt][2 * dp + h][2] += bottom.x;
+              o_acc[mt][2 * dp + h][3] += bottom.y;
+            }
         }
       }
     } else {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 890
       // P·448 as e4m3, the A operand of m16n8k32: k-step kk covers S n-tiles 4 kk .. 4 kk + 3.
-      uint32_t pa[kNT / 4][4];
-      pack_p_e4m3<kNT>(pa, s);
+      uint32_t pa[kMTiles][kNT / 4][4];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) pack_p_e4m3<kNT>(pa[mt], s[mt]);
 #pragma unroll
       for (int dp = 0; dp < D / 16; ++dp) {
-        float buf32[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-        uint32_t buf16[2][2] = {{0u, 0u}, {0u, 0u}};
+        float buf32[kMTiles][2][4];
+        uint32_t buf16[kMTiles][2][2];
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            buf32[mt][h][0] = buf32[mt][h][1] = buf32[mt][h][2] = buf32[mt][h][3] = 0.0f;
+            buf16[mt][h][0] = buf16[mt][h][1] = 0u;
+          }
 #pragma unroll
         for (int kk = 0; kk < kNT / 4; ++kk) {
           uint32_t b[4];
           ptx::ldmatrix_x4(b, v_lane + stage_off + dp * 16 * S::kVPitch + kk * 32);
-          if constexpr (M == PvMode::kF8Acc32) {
-            ptx::mma_e4m3_f32_m16n8k32(o_acc[2 * dp], pa[kk], b[0], b[1]);
-            ptx::mma_e4m3_f32_m16n8k32(o_acc[2 * dp + 1], pa[kk], b[2], b[3]);
-          } else if constexpr (M == PvMode::kF8Acc32Buf) {
-            ptx::mma_e4m3_f32_m16n8k32(buf32[0], pa[kk], b[0], b[1]);
-            ptx::mma_e4m3_f32_m16n8k32(buf32[1], pa[kk], b[2], b[3]);
-          } else {
-            ptx::mma_e4m3_f16_m16n8k32(buf16[0], pa[kk], b[0], b[1]);
-            ptx::mma_e4m3_f16_m16n8k32(buf16[1], pa[kk], b[2], b[3]);
+#pragma unroll
+          for (int mt = 0; mt < kMTiles; ++mt) {
+            if constexpr (M == PvMode::kF8Acc32) {
+              ptx::mma_e4m3_f32_m16n8k32(o_acc[mt][2 * dp], pa[mt][kk], b[0], b[1]);
+              ptx::mma_e4m3_f32_m16n8k32(o_acc[mt][2 * dp + 1], pa[mt][kk], b[2], b[3]);
+            } else if constexpr (M == PvMode::kF8Acc32Buf) {
+              ptx::mma_e4m3_f32_m16n8k32(buf32[mt][0], pa[mt][kk], b[0], b[1]);
+              ptx::mma_e4m3_f32_m16n8k32(buf32[mt][1], pa[mt][kk], b[2], b[3]);
+            } else {
+              ptx::mma_e4m3_f16_m16n8k32(buf16[mt][0], pa[mt][kk], b[0], b[1]);
+              ptx::mma_e4m3_f16_m16n8k32(buf16[mt][1], pa[mt][kk], b[2], b[3]);
+            }
           }
         }
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          if constexpr (M == PvMode::kF8Acc32Buf) {
+        for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) o_acc[2 * dp + h][e] += buf32[h][e];
-          } else if constexpr (M == PvMode::kF8Acc16Buf) {
-            const float2 top = ptx::unpack_half2(buf16[h][0]), bottom = ptx::unpack_half2(buf16[h][1]);
-            o_acc[2 * dp + h][0] += top.x;
-            o_acc[2 * dp + h][1] += top.y;
-            o_acc[2 * dp + h][2] += bottom.x;
-            o_acc[2 * dp + h][3] += bottom.y;
+          for (int h = 0; h < 2; ++h) {
+            if constexpr (M == PvMode::kF8Acc32Buf) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) o_acc[mt][2 * dp + h][e] += buf32[mt][h][e];
+            } else if constexpr (M == PvMode::kF8Acc16Buf) {
+              const float2 top = ptx::unpack_half2(buf16[mt][h][0]), bottom = ptx::unpack_half2(buf16[mt][h][1]);
+              o_acc[mt][2 * dp + h][0] += top.x;
+              o_acc[mt][2 * dp + h][1] += top.y;
+              o_acc[mt][2 * dp + h][2] += bottom.x;
+              o_acc[mt][2 * dp + h][3] += bottom.y;
+            }
           }
-        }
       }
 #else
       __trap();  // FP8 modes are only instantiated in sources compiled for sm_89+
@@ -389,85 +449,63 @@ __global__ void __launch_bounds__(kThreads, min_ctas_per_sm<D, M>()) QkInt8AttnK
     }
   };
 
-  if constexpr (!kSAhead) {
-    for (int block = 0; block < num_kv_blocks; ++block) {
-      const int stage = block & 1;
-      // dq > 0 for online_softmax_scaled; an all-zero Q or K group (scale 0) has x = 0, and
-      // FLT_MIN keeps masked keys at -inf · dq = -inf instead of NaN.
-      const float dq = fmaxf(q_scale * k_scale_next, 1.17549435e-38f);
-      if (block + 1 < num_kv_blocks) {
-        k_scale_next = __ldg(k_scale_ptr + (block + 1) * p.k_groups);
-        load_kv(block + 1, stage ^ 1);
-        ptx::cp_async_commit();
-        ptx::cp_async_wait<1>();
-      } else {
-        ptx::cp_async_wait<0>();
-      }
-      __syncthreads();
-      int32_t s_int[kNT][4];
-      compute_s(s_int, stage * S::kStageBytes);
-      softmax_pv(s_int, dq, block * kCtaK, stage * S::kStageBytes);
-      __syncthreads();  // the next iteration's loads overwrite this stage
+  for (int block = 0; block < num_kv_blocks; ++block) {
+    const int stage = block & 1;
+    // dq > 0 for online_softmax_scaled; an all-zero Q or K group (scale 0) has x = 0, and
+    // FLT_MIN keeps masked keys at -inf · dq = -inf instead of NaN.
+    float dq[kMTiles];
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt) dq[mt] = fmaxf(q_scale[mt] * k_scale_next, 1.17549435e-38f);
+    if (block + 1 < num_kv_blocks) {
+      k_scale_next = __ldg(k_scale_ptr + (block + 1) * p.k_groups);
+      load_kv(block + 1, stage ^ 1);
+      ptx::cp_async_commit();
+      ptx::cp_async_wait<1>();
+    } else {
+      ptx::cp_async_wait<0>();
     }
-  } else {
-    // Block j: wait for block j + 1's tiles and pass the CTA barrier (after which block j - 1's
-    // stage is free for block j + 2's load), issue S_{j + 1}, then softmax and P·V of block j.
-    // Two S arrays trade places every block (the loop is unrolled by two so that no copy moves
-    // them); k_scale_next holds block j's K scale when step j starts.
-    auto step = [&](int block, const int32_t (&s_this)[kNT][4], int32_t (&s_following)[kNT][4]) {
-      const float dq = fmaxf(q_scale * k_scale_next, 1.17549435e-38f);  // as in the default schedule
-      if (block + 1 < num_kv_blocks) {
-        k_scale_next = __ldg(k_scale_ptr + (block + 1) * p.k_groups);
-        ptx::cp_async_wait<0>();  // this thread's share of block j + 1's tiles
-        __syncthreads();          // everyone's; and every warp has finished block j - 1
-        if (block + 2 < num_kv_blocks) load_kv(block + 2, (block + 2) % kKvStages);
-        ptx::cp_async_commit();
-        compute_s(s_following, (block + 1) % kKvStages * S::kStageBytes);
-      }
-      softmax_pv(s_this, dq, block * kCtaK, block % kKvStages * S::kStageBytes);
-    };
-    int32_t s_even[kNT][4], s_odd[kNT][4];
-    ptx::cp_async_wait<1>();  // Q and block 0
     __syncthreads();
-    if (num_kv_blocks > 0) compute_s(s_even, 0);
-    for (int block = 0; block < num_kv_blocks; block += 2) {
-      step(block, s_even, s_odd);
-      if (block + 1 < num_kv_blocks) step(block + 1, s_odd, s_even);
-    }
+    int32_t s_int[kMTiles][kNT][4];
+    compute_s(s_int, stage * S::kStageBytes);
+    softmax_pv(s_int, dq, block * kCtaK, stage * S::kStageBytes);
+    __syncthreads();  // the next iteration's loads overwrite this stage
   }
   ptx::cp_async_wait<0>();
 
   // ---- epilogue: O / l (· v_scale), LSE ----
-  float inv_l[2];
-  finish_row_sums(l_row, inv_l);
   const float* vs_base = kFp8 ? p.v_scale + batch * p.vs_stride[0] + kv_head * p.vs_stride[1] : nullptr;
   uint8_t* o_base = static_cast<uint8_t*>(p.o) + (batch * p.o_stride[0] + head * p.o_stride[1]) * 2;
 #pragma unroll
-  for (int t = 0; t < kDT; ++t) {
-    const int ch = t * 8 + 2 * tig;
-    float v0 = 1.0f, v1 = 1.0f;
-    if constexpr (kFp8) {
-      v0 = __ldg(vs_base + ch);
-      v1 = __ldg(vs_base + ch + 1);
-    }
+  for (int mt = 0; mt < kMTiles; ++mt) {
+    float inv_l[2];
+    finish_row_sums(l_row[mt], inv_l);
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = warp_row0 + group + r * 8;
-      float x0, x1;
-      if constexpr (kO16) {
-        const float2 h = ptx::unpack_half2(o_h[t][r]);
-        x0 = h.x;
-        x1 = h.y;
-      } else {
-        x0 = o_acc[t][2 * r];
-        x1 = o_acc[t][2 * r + 1];
+    for (int t = 0; t < kDT; ++t) {
+      const int ch = t * 8 + 2 * tig;
+      float v0 = 1.0f, v1 = 1.0f;
+      if constexpr (kFp8) {
+        v0 = __ldg(vs_base + ch);
+        v1 = __ldg(vs_base + ch + 1);
       }
-      x0 *= inv_l[r] * v0;
-      x1 *= inv_l[r] * v1;
-      store_o_pair(p, o_base, row, ch, x0, x1);
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = warp_row0 + 16 * mt + group + r * 8;
+        float x0, x1;
+        if constexpr (kO16) {
+          const float2 h = ptx::unpack_half2(o_h[mt][t][r]);
+          x0 = h.x;
+          x1 = h.y;
+        } else {
+          x0 = o_acc[mt][t][2 * r];
+          x1 = o_acc[mt][t][2 * r + 1];
+        }
+        x0 *= inv_l[r] * v0;
+        x1 *= inv_l[r] * v1;
+        store_o_pair(p, o_base, row, ch, x0, x1);
+      }
     }
+    store_lse(p, batch, head, warp_row0 + 16 * mt, group, tig, m_row[mt], l_row[mt], p_shift);
   }
-  store_lse(p, batch, head, warp_row0, group, tig, m_row, l_row, p_shift);
 }
 
 template <int D, PvMode M>
@@ -482,7 +520,7 @@ cudaError_t launch_qk_int8_attn(const AttnParams& params, int batch, int heads, 
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
     if (err != cudaSuccess) return err;
   }
-  const dim3 grid((params.lq + kCtaQ - 1) / kCtaQ, heads, batch);
+  const dim3 grid((params.lq + cta_rows<D>() - 1) / cta_rows<D>(), heads, batch);
   kernel<<<grid, kThreads, kSmem, stream>>>(params);
   return cudaGetLastError();
 }

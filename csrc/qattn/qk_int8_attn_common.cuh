@@ -1,8 +1,9 @@
 // Per-thread pieces shared by the INT8 Q·Kᵀ attention kernels (qk_int8_attn.cuh for mma.sync on
-// sm80/sm89+, qk_int8_attn_sm90.cuh for wgmma on sm90a). Both give every warp a 16-row slab and a
-// lane the S fragment of mma.m16n8 (rows group and group + 8, keys 8 t + 2 tig + {0, 1} of n-tile
-// t), so the dequantization, masking, online softmax, e4m3 packing of P and the epilogue are one
-// code for both; only the matmuls and the shared-memory layouts differ.
+// sm80/sm89+, qk_int8_attn_sm90.cuh for wgmma on sm90a). Both work in 16-row slabs (a warp holds
+// one, or two in the mma.sync kernel at hd128) and give a lane the S fragment of mma.m16n8 (rows
+// group and group + 8, keys 8 t + 2 tig + {0, 1} of n-tile t), so the dequantization, masking,
+// online softmax, e4m3 packing of P and the epilogue are one code for both; only the matmuls and
+// the shared-memory layouts differ.
 #pragma once
 
 #include <cuda_bf16.h>

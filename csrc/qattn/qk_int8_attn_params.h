@@ -43,7 +43,8 @@ struct AttnParams {
   bool causal, out_bf16;
 };
 
-// Launches QkInt8AttnKernel<D, M> on `stream` (grid ceil(L_q / 128) x heads x batch); returns the
+// Launches QkInt8AttnKernel<D, M> on `stream` (grid ceil(L_q / rows per CTA) x heads x batch, 128 or
+// 256 rows: cta_rows in qk_int8_attn.cuh; the scales stay per 128-row block); returns the
 // first CUDA error (e.g. cudaErrorNoKernelImageForDevice when the build lacks this GPU's arch).
 template <int D, PvMode M>
 cudaError_t launch_qk_int8_attn(const AttnParams& params, int batch, int heads, cudaStream_t stream);
