@@ -45,10 +45,13 @@ namespace sageattention {
 namespace qattn {
 
 // Query rows per warp. With 16 (one m16 tile) every K and V fragment a warp reads from shared
-// memory feeds one MMA: per 64-key block and warp, hd128 f16 P·V, 26 KB of ldmatrix (Q 2 KB, K
-// 8 KB, V 16 KB) for 96 MMAs, so the CTA's 208 KB take ~1660 clocks at the H100's 128 B/clk per
-// SM, more than its MMAs (~1150). With 32 rows (two m16 tiles) each K and V fragment feeds two
-// MMAs and the traffic per query row halves, for 64 more registers (O and S of the second tile).
+// memory feeds one MMA: per 64-key block and warp (hd128 f16 P·V) 52 ldmatrix.x4 for 96 MMAs, and
+// each MMA waits on its own load. Session 3's Nsight Compute profile of that layout: latency-bound
+// (two warps per scheduler, half a warp eligible), tensor pipe 27 % busy, L1/shared 42 %. With 32
+// rows (two m16 tiles) each fragment feeds two independent MMAs: 56 loads for 192 MMAs and twice
+// the work between a load and its use, for 64 more registers (O and S of the second tile).
+// Profile of this layout (session 7, same shape): tensor pipe 41.5 %, the second stall reason now
+// the math pipe's throttle (benchmarks/results/h100-2026-11-23-session7/run5_ncu_*.txt).
 // Measured on the H100 (sm80/sm89 sources via the PTX JIT, kernel only, 16K, session 7):
 //   hd128: f16 P·V 314 -> 398 TOPS, e4m3 P·V 315 -> 340 (4K and causal alike): 32 rows;
 //   hd64:  f16 P·V 319 -> 282, e4m3 285 -> 299 (for f16, two 16-row CTAs per SM beat one
