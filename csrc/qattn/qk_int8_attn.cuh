@@ -147,6 +147,16 @@ __device__ __forceinline__ void online_softmax_scaled(float (&s)[kNT][4], float 
   }
 }
 
+// O += an f16-accumulated MMA result (the per-block buffer of "fp16+fp32" and "fp32+fp16"):
+// registers 0/1 hold rows group / group + 8, two channels each.
+__device__ __forceinline__ void add_f16_buffer(float (&o)[4], const uint32_t (&buf)[2]) {
+  const float2 top = ptx::unpack_half2(buf[0]), bottom = ptx::unpack_half2(buf[1]);
+  o[0] += top.x;
+  o[1] += top.y;
+  o[2] += bottom.x;
+  o[3] += bottom.y;
+}
+
 template <int D, PvMode M>
 __global__ void __launch_bounds__(kThreads, min_ctas_per_sm<D, M>()) QkInt8AttnKernel(const AttnParams p) {
   using S = Smem<D, M>;
@@ -386,13 +396,7 @@ __global__ void __launch_bounds__(kThreads, min_ctas_per_sm<D, M>()) QkInt8AttnK
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const float2 top = ptx::unpack_half2(buf[mt][h][0]), bottom = ptx::unpack_half2(buf[mt][h][1]);
-              o_acc[mt][2 * dp + h][0] += top.x;
-              o_acc[mt][2 * dp + h][1] += top.y;
-              o_acc[mt][2 * dp + h][2] += bottom.x;
-              o_acc[mt][2 * dp + h][3] += bottom.y;
-            }
+            for (int h = 0; h < 2; ++h) add_f16_buffer(o_acc[mt][2 * dp + h], buf[mt][h]);
         }
       }
     } else {
@@ -438,11 +442,7 @@ __global__ void __launch_bounds__(kThreads, min_ctas_per_sm<D, M>()) QkInt8AttnK
 #pragma unroll
               for (int e = 0; e < 4; ++e) o_acc[mt][2 * dp + h][e] += buf32[mt][h][e];
             } else if constexpr (M == PvMode::kF8Acc16Buf) {
-              const float2 top = ptx::unpack_half2(buf16[mt][h][0]), bottom = ptx::unpack_half2(buf16[mt][h][1]);
-              o_acc[mt][2 * dp + h][0] += top.x;
-              o_acc[mt][2 * dp + h][1] += top.y;
-              o_acc[mt][2 * dp + h][2] += bottom.x;
-              o_acc[mt][2 * dp + h][3] += bottom.y;
+              add_f16_buffer(o_acc[mt][2 * dp + h], buf16[mt][h]);
             }
           }
       }
