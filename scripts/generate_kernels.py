@@ -60,7 +60,7 @@ _TEMPLATE_SM90 = """\
 
 namespace sageattention {{
 namespace qattn {{
-template cudaError_t launch_qk_int8_attn_sm90<{d}>(const AttnParams&, int, int, cudaStream_t);
+template cudaError_t launch_qk_int8_attn_sm90<{d}>(const AttnParams&, int, int, int, cudaStream_t);
 }}  // namespace qattn
 }}  // namespace sageattention
 """

@@ -12,7 +12,8 @@ unless ``SAGEATTN_REQUIRE_BUILD_TEST=1`` (CI sets it).
 
 The Hopper wgmma kernel (issue 6) is compiled for ``9.0a`` (``compute_90a``/``sm_90a``), and its
 SASS must show the warpgroup MMAs of both matmuls: ``IGMMA`` (s8 Q·Kᵀ) and ``QGMMA`` (e4m3 P·V),
-as nvcc 13.0 names them (``IGMMA.64x64x32.S8.S8``, ``QGMMA.64x128x32.F32.E4M3.E4M3``).
+as nvcc 13.0 names them (``IGMMA.64x64x32.S8.S8``, ``QGMMA.64x128x32.F32.E4M3.E4M3``), without spills or
+serialized wgmma, also for each schedule variant of an experiment build (``-DSAGEATTN_SM90_VARIANTS``).
 """
 
 from __future__ import annotations
@@ -98,16 +99,29 @@ def test_instantiation_compiles_within_its_spills(source, arch, defines, spill_b
         assert 2 * mmas[0] == mmas[1], f"{' '.join(defines)}: MMAs {mmas[0]}, default {mmas[1]} (expected twice as many)"
 
 
+#: An experiment build of the sm90 kernel holds every schedule variant of kSm90Variants
+#: (csrc/qattn/qk_int8_attn_params.h); a default build holds variant 0 alone.
+SM90_VARIANTS = ("SAGEATTN_SM90_VARIANTS",)
+SM90_VARIANT_COUNT = len(re.search(r"kSm90Variants\[\] = \{([^}]*)\}",
+                                   (REPO / "csrc" / "qattn" / "qk_int8_attn_params.h").read_text()).group(1).split(","))
+
+
+@pytest.mark.parametrize("defines", [(), SM90_VARIANTS], ids=["default", "variants"])
 @pytest.mark.parametrize("source", SM90_CASES)
-def test_sm90_sass_has_warpgroup_mmas(source, tmp_path, capsys):
-    """Both matmuls of the wgmma kernel are warpgroup MMAs in SASS, and ptxas did not serialize them."""
+def test_sm90_sass_has_warpgroup_mmas(source, defines, tmp_path, capsys):
+    """Both matmuls of the wgmma kernel are warpgroup MMAs in SASS, and ptxas did not serialize them
+    nor spill, in the default build and in every schedule variant of an experiment build."""
     nvcc = _nvcc()
     obj = tmp_path / "kernel.o"
-    log = _compile(nvcc, source, "9.0a", obj)
+    log = _compile(nvcc, source, "9.0a", obj, defines)
     assert "serialized" not in log, f"ptxas serialized the wgmma instructions:\n{log[-2000:]}"
-    assert all(s == ("0", "0") for s in re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log))
-    names = sorted(set(re.findall(r"\b([A-Z]GMMA\.[0-9x]+\.[A-Z0-9.]+)", sass_text(obj))))
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    assert spills and all(s == ("0", "0") for s in spills), f"ptxas spilled: {spills}"
+    sass = sass_text(obj)
+    kernels = set(re.findall(r"Function : (\S*QkInt8AttnSm90Kernel\S*)", sass))
+    assert len(kernels) == (SM90_VARIANT_COUNT if defines else 1), f"{' '.join(defines)}: kernels {sorted(kernels)}"
+    names = sorted(set(re.findall(r"\b([A-Z]GMMA\.[0-9x]+\.[A-Z0-9.]+)", sass)))
     with capsys.disabled():
-        print(f"\n{source} sm_90a warpgroup MMAs: {names}", flush=True)
+        print(f"\n{source} sm_90a {' '.join(defines)}: {len(kernels)} kernels, warpgroup MMAs: {names}", flush=True)
     assert any(n.startswith("IGMMA.") and n.endswith("S8.S8") for n in names), f"no s8 IGMMA in SASS: {names}"
     assert any(n.startswith("QGMMA.") and "E4M3.E4M3" in n for n in names), f"no e4m3 QGMMA in SASS: {names}"

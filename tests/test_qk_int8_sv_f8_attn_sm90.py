@@ -163,6 +163,71 @@ def test_production_quantizers_match_the_sm89_kernel():
         assert (lse - ref_lse).abs().max().item() <= 1e-3
 
 
+# ---- schedule variants (experiment builds: NVCC_APPEND_FLAGS=-DSAGEATTN_SM90_VARIANTS) -------
+
+VARIANT_ENV = "SAGEATTN_SM90_VARIANT"
+#: Reorderings (late O update, tree row max, late wait for R_{j-1}): the same arithmetic, so every
+#: output bit equals variant 0's. Variants with bit 8 take a quarter of the exps from exp2_poly
+#: (relative error <= 3e-6, tests/test_exp2_poly.py): held to the emulation like variant 0. 4 and 5
+#: are timing-only ablations (no exp2, wrong results) and are not tested for values.
+EXACT_VARIANTS = (1, 2, 3, 16, 17)
+POLY_VARIANTS = (8, 9, 25)
+
+
+def _set_variant(monkeypatch, variant: int) -> None:
+    """Select the variant for the next launches (read at every launch); skip on a default build."""
+    monkeypatch.setenv(VARIANT_ENV, str(variant))
+    args = fp8_op_args()
+    try:
+        torch.ops.sageattention.qk_int8_sv_f8_attn_sm90(*args)
+    except RuntimeError as err:
+        if "is not a schedule variant of this build" in str(err):
+            pytest.skip(f"default build (variant 0 only): {err}")
+        raise
+
+
+@pytest.mark.parametrize("value", ["7", "32", "-1", "4294967297", "1x", "one"])
+def test_unknown_schedule_variant_is_refused(monkeypatch, value):
+    monkeypatch.setenv(VARIANT_ENV, value)
+    with pytest.raises(RuntimeError, match=f"SAGEATTN_SM90_VARIANT='{value}' is not a schedule variant"):
+        torch.ops.sageattention.qk_int8_sv_f8_attn_sm90(*fp8_op_args())
+
+
+def test_unset_or_zero_variant_is_the_default_kernel(monkeypatch):
+    args = fp8_op_args()
+    monkeypatch.delenv(VARIANT_ENV, raising=False)
+    torch.ops.sageattention.qk_int8_sv_f8_attn_sm90(*args)
+    unset = (args[4].clone(), args[7].clone())
+    monkeypatch.setenv(VARIANT_ENV, "0")
+    torch.ops.sageattention.qk_int8_sv_f8_attn_sm90(*args)
+    assert torch.equal(args[4], unset[0]) and torch.equal(args[7], unset[1])
+
+
+@pytest.mark.parametrize("variant", EXACT_VARIANTS)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("d", [64, 128])
+def test_reordering_variants_change_no_bit(monkeypatch, variant, causal, d):
+    q, k, v = make_qkv(b=2, hq=4, hkv=2, lq=300, lk=1000, d=d)  # tails, GQA, 8 KV steps
+    qi, qs, ki, ks, _ = quantize_qk(q, k, "HND", "per_thread")
+    v8, vs = quant_per_channel_fp8_ref(v, tensor_layout="HND", scale_max=FP8_V_SCALE_MAX[ACCUM])
+    args = (qi, ki, _ops.fp8_v_operand(v8, "HND"), vs, qs, ks)
+    monkeypatch.setenv(VARIANT_ENV, "0")
+    want, want_lse = _ops.qk_int8_sv_f8_attn_sm90(*args, is_causal=causal, return_lse=True)
+    _set_variant(monkeypatch, variant)
+    out, lse = _ops.qk_int8_sv_f8_attn_sm90(*args, is_causal=causal, return_lse=True)
+    assert torch.equal(out, want), f"variant {variant}: {(out.float() - want.float()).abs().max().item():.3e} max |diff|"
+    assert torch.equal(lse, want_lse)
+
+
+@pytest.mark.parametrize("variant", POLY_VARIANTS)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lq,lk", [(17, 130), (300, 1000)])
+def test_poly_exp_variants_match_the_emulation(monkeypatch, variant, causal, lq, lk):
+    _set_variant(monkeypatch, variant)
+    q, k, v = make_qkv(b=2, hq=4, hkv=2, lq=lq, lk=lk, d=128)
+    _run(q, k, v, causal=causal)
+
+
 # ---- registration and bad input --------------------------------------------------------------
 
 

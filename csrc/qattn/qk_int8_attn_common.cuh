@@ -10,6 +10,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "../common/mma.cuh"
 #include "qk_int8_attn_params.h"
@@ -103,16 +104,49 @@ __device__ __forceinline__ void dequantize_and_mask(float (&s)[kNT][4], const in
   mask_scores<kNT>(s, p, kv0, warp_row0, group, tig);
 }
 
+// 2^x on the FMA and integer pipes instead of MUFU.EX2 (FlashAttention-4's trick; the sm90 kernel's
+// schedule variant 8): x = n + f with n = round(x) (the 1.5·2^23 rounding add), 2^f for f in
+// [-0.5, 0.5] by a degree-4 polynomial fitted for the relative error in float32 (2.7e-6 at most:
+// tests/test_exp2_poly.py; MUFU.EX2 is ~1e-7, e4m3 P keeps 2^-4), n added to the exponent bits.
+// x is clamped at -125 first, so the result stays a normal float and masked keys (-inf) give
+// 2^-125 (0 once P is e4m3; < 2^-100 of any row sum, which holds a 448 or more). Host and device,
+// so the test runs the same code on the CPU.
+__host__ __device__ __forceinline__ float exp2_poly(float x) {
+  x = fmaxf(x, -125.0f);
+  const float t = x + 12582912.0f;          // 1.5·2^23 + round(x): round(x) in the low mantissa bits
+  const float f = x - (t - 12582912.0f);    // exact: x - round(x)
+  float p = fmaf(0.009575989097356796f, f, 0.05591835454106331f);
+  p = fmaf(p, f, 0.2402459979057312f);
+  p = fmaf(p, f, 0.6931217312812805f);
+  p = fmaf(p, f, 0.9999992847442627f);
+  uint32_t p_bits, t_bits;
+  memcpy(&p_bits, &p, 4);
+  memcpy(&t_bits, &t, 4);
+  p_bits += t_bits << 23;  // round(x) · 2^23 modulo 2^32: the exponent field moves by round(x)
+  float y;
+  memcpy(&y, &p_bits, 4);
+  return y;
+}
+
 // Online softmax step (log2 domain): new row max m, P = 2^(s - m + p_shift) in place of s, row
 // sums l rescaled by alpha = 2^(m_old - m_new) plus this block's; alpha is returned for O.
-template <int kNT>
+template <int kNT, bool kTreeMax = false, bool kNoExp = false, bool kPolyQuarter = false>
 __device__ __forceinline__ void online_softmax(float (&s)[kNT][4], float (&m_row)[2], float (&l_row)[2],
                                                float (&alpha)[2], float p_shift) {
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     float mx = m_row[r];
+    if constexpr (kTreeMax && kNT % 4 == 0) {
+      float part[4];
 #pragma unroll
-    for (int t = 0; t < kNT; ++t) mx = fmaxf(mx, fmaxf(s[t][2 * r], s[t][2 * r + 1]));
+      for (int i = 0; i < 4; ++i) part[i] = fmaxf(s[i][2 * r], s[i][2 * r + 1]);
+#pragma unroll
+      for (int t = 4; t < kNT; ++t) part[t % 4] = fmaxf(part[t % 4], fmaxf(s[t][2 * r], s[t][2 * r + 1]));
+      mx = fmaxf(mx, fmaxf(fmaxf(part[0], part[1]), fmaxf(part[2], part[3])));
+    } else {
+#pragma unroll
+      for (int t = 0; t < kNT; ++t) mx = fmaxf(mx, fmaxf(s[t][2 * r], s[t][2 * r + 1]));
+    }
     mx = quad_max(mx);
     // A row that has seen only masked keys keeps m = -inf; subtract 0 then so P = 0, not NaN.
     const float m_use = mx == -INFINITY ? 0.0f : mx;
@@ -122,8 +156,16 @@ __device__ __forceinline__ void online_softmax(float (&s)[kNT][4], float (&m_row
     float sum = 0.0f;
 #pragma unroll
     for (int t = 0; t < kNT; ++t) {
-      s[t][2 * r] = ptx::fast_exp2(s[t][2 * r] - base);
-      s[t][2 * r + 1] = ptx::fast_exp2(s[t][2 * r + 1] - base);
+      if constexpr (kNoExp) {  // dev ablation: timing without MUFU.EX2 (wrong results)
+        s[t][2 * r] = s[t][2 * r] - base;
+        s[t][2 * r + 1] = s[t][2 * r + 1] - base;
+      } else if (kPolyQuarter && t % 4 == 3) {  // dev variant: a quarter of the exps off MUFU
+        s[t][2 * r] = exp2_poly(s[t][2 * r] - base);
+        s[t][2 * r + 1] = exp2_poly(s[t][2 * r + 1] - base);
+      } else {
+        s[t][2 * r] = ptx::fast_exp2(s[t][2 * r] - base);
+        s[t][2 * r + 1] = ptx::fast_exp2(s[t][2 * r + 1] - base);
+      }
       sum += s[t][2 * r] + s[t][2 * r + 1];
     }
     l_row[r] = l_row[r] * alpha[r] + sum;

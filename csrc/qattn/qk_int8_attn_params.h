@@ -53,8 +53,24 @@ cudaError_t launch_qk_int8_attn(const AttnParams& params, int batch, int heads, 
 // above (scales laid out for 128-row query blocks, 64-key blocks), computed with wgmma and TMA
 // by a 384-thread CTA per 128 query rows (qk_int8_attn_sm90.cuh). Grid ceil(L_q / 128) x heads x
 // batch. Needs v_len (the operand's L_pad) for V's tensor map.
+// `variant`: a schedule variant of the kernel (qk_int8_attn_sm90.cuh), 0 unless the build has
+// -DSAGEATTN_SM90_VARIANTS and the caller checked sm90_variant_in_build.
 template <int D>
-cudaError_t launch_qk_int8_attn_sm90(const AttnParams& params, int batch, int heads, cudaStream_t stream);
+cudaError_t launch_qk_int8_attn_sm90(const AttnParams& params, int batch, int heads, int variant,
+                                     cudaStream_t stream);
+
+// The schedule variants this build holds: all of kSm90Variants with -DSAGEATTN_SM90_VARIANTS (an
+// experiment build), else 0 alone.
+constexpr int kSm90Variants[] = {0, 1, 2, 3, 4, 5, 8, 9, 16, 17, 25};
+inline bool sm90_variant_in_build(int variant) {
+#ifdef SAGEATTN_SM90_VARIANTS
+  for (int v : kSm90Variants)
+    if (v == variant) return true;
+  return false;
+#else
+  return variant == 0;
+#endif
+}
 
 }  // namespace qattn
 }  // namespace sageattention

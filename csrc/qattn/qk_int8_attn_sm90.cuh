@@ -117,7 +117,22 @@ __device__ __forceinline__ void dequantize_and_mask_128(float (&s)[kNT][4], cons
   mask_scores<kNT>(s, p, kv0, warp_row0, group, tig);
 }
 
-template <int D>
+// Schedule variants, for measuring on the GPU (experiment builds only: -DSAGEATTN_SM90_VARIANTS compiles
+// them all, SAGEATTN_SM90_VARIANT=N picks one per launch; default builds hold variant 0). In variant
+// 0's SASS (nvcc 13.0, python benchmarks/dev/sm90_sass.py) ptxas puts the wait for R_{j-1}
+// (WARPGROUP.DEPBAR) at instruction 438 of the 819 of the hd128 loop, right after the masking
+// branch, and the 64 O FFMAs of R_{j-1} with the row max: the max, all 64 exp2 (590-810) and the
+// packing of P_j wait for R_{j-1}, so the softmax overlaps only S_j's dequantization. Bits:
+//   1: the O update after the softmax: a data dependency on the new row sums (l·0 + alpha, exact)
+//      keeps the 64 FFMAs out of the max and the exps (first exp2 at 501; the wait stays at 440).
+//   2: tree row max (4 partial maxima per row) instead of one 16-deep FMNMX chain per row.
+//   4: ablation, timing only, wrong results: no exp2 (P = S - m): what MUFU.EX2 costs.
+//   8: a quarter of the exps (n-tiles 3, 7, 11, 15) by exp2_poly on the FMA pipe.
+//  16: a basic-block boundary (a vote and a never-taken branch) before the wait for R_{j-1}: the
+//      wait moves after the last exp2 (724 of 825), so R_{j-1} runs under the whole softmax.
+// Two P buffers (loop unrolled by two, P_j packed before the wait) spilled 240-316 B at hd128 and
+// one P buffer with a copy made ptxas serialize every wgmma (C7513): neither is a variant.
+template <int D, int kVariant = 0>
 __global__ void __launch_bounds__(Sm90Tiles<D>::kThreads, 1)
     QkInt8AttnSm90Kernel(const __grid_constant__ AttnParams p, const __grid_constant__ CUtensorMap q_map,
                          const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map) {
@@ -229,15 +244,22 @@ __global__ void __launch_bounds__(Sm90Tiles<D>::kThreads, 1)
     const float dq_lo = q_scale * __ldg(ks_base + kb * p.k_groups + k_group_index);
     const float dq_hi = q_scale * __ldg(ks_base + min(kb + 1, last_k_scale_block) * p.k_groups + k_group_index);
     dequantize_and_mask_128<kNT>(s, s_acc, dq_lo, dq_hi, p, block * T::kBlockK, warp_row0, group, tig);
-    online_softmax<kNT>(s, m_row, l_row, alpha, p_shift);
+    online_softmax<kNT, (kVariant & 2) != 0, (kVariant & 4) != 0, (kVariant & 8) != 0>(s, m_row, l_row, alpha, p_shift);
   };
   // O = O alpha + R, then the stage of R's block goes back to the producer.
   auto accumulate = [&](int block, const float (&r_acc)[kDT * 4]) {
+    float a[2] = {alpha_prev[0], alpha_prev[1]};
+    if constexpr ((kVariant & 1) != 0) {
+      // l_row is finite, so l·0 + alpha = alpha exactly; the FFMA only orders the O update after
+      // the row sums (IEEE: x·0 is not folded).
+      a[0] = fmaf(l_row[0], 0.0f, a[0]);
+      a[1] = fmaf(l_row[1], 0.0f, a[1]);
+    }
     if (lane == 0) ptx::mbarrier_arrive(bar_empty(block % T::kStages));
 #pragma unroll
     for (int t = 0; t < kDT; ++t)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) o_acc[t][e] = o_acc[t][e] * alpha_prev[e >> 1] + r_acc[4 * t + e];
+      for (int e = 0; e < 4; ++e) o_acc[t][e] = o_acc[t][e] * a[e >> 1] + r_acc[4 * t + e];
   };
 
   // Ping-pong (FlashAttention-3 §3.1): the consumers take turns issuing their matmuls, named
@@ -272,6 +294,12 @@ __global__ void __launch_bounds__(Sm90Tiles<D>::kThreads, 1)
     your_turn();
     ptx::wgmma_wait<1>();  // S_j has landed; R_{j-1} may still run
     softmax(block, s_acc, s, alpha);
+    if constexpr ((kVariant & 16) != 0) {
+      // A basic-block boundary: ptxas schedules the wait below as early as its block allows, which
+      // in variant 0 is the start of the block after the masking branch. A row sum is never
+      // negative (NaN compares false), so the body never runs; the vote and branch cost 3 instructions.
+      if (__any_sync(0xffffffffu, l_row[0] < 0.0f)) asm volatile("membar.cta;\n" ::: "memory");
+    }
     ptx::wgmma_wait<0>();
     accumulate(block - 1, r_acc);
     alpha_prev[0] = alpha[0];
@@ -332,12 +360,30 @@ cudaError_t make_sm90_tensor_maps(const AttnParams& p, int batch, int heads, CUt
 }
 
 template <int D>
-cudaError_t launch_qk_int8_attn_sm90(const AttnParams& params, int batch, int heads, cudaStream_t stream) {
+cudaError_t launch_qk_int8_attn_sm90(const AttnParams& params, int batch, int heads, int variant,
+                                     cudaStream_t stream) {
   using T = Sm90Tiles<D>;
   CUtensorMap q_map, k_map, v_map;
   cudaError_t err = make_sm90_tensor_maps<D>(params, batch, heads, q_map, k_map, v_map);
   if (err != cudaSuccess) return err;
-  auto kernel = QkInt8AttnSm90Kernel<D>;
+  auto kernel = QkInt8AttnSm90Kernel<D, 0>;
+#ifdef SAGEATTN_SM90_VARIANTS
+  switch (variant) {
+    case 1: kernel = QkInt8AttnSm90Kernel<D, 1>; break;
+    case 2: kernel = QkInt8AttnSm90Kernel<D, 2>; break;
+    case 3: kernel = QkInt8AttnSm90Kernel<D, 3>; break;
+    case 4: kernel = QkInt8AttnSm90Kernel<D, 4>; break;
+    case 5: kernel = QkInt8AttnSm90Kernel<D, 5>; break;
+    case 8: kernel = QkInt8AttnSm90Kernel<D, 8>; break;
+    case 9: kernel = QkInt8AttnSm90Kernel<D, 9>; break;
+    case 16: kernel = QkInt8AttnSm90Kernel<D, 16>; break;
+    case 17: kernel = QkInt8AttnSm90Kernel<D, 17>; break;
+    case 25: kernel = QkInt8AttnSm90Kernel<D, 25>; break;
+    default: break;  // 0 (the launcher accepts only kSm90Variants)
+  }
+#else
+  (void)variant;  // 0: the launcher refuses others in this build
+#endif
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmem);
   if (err != cudaSuccess) return err;
   const dim3 grid((params.lq + T::kRows - 1) / T::kRows, heads, batch);

@@ -8,10 +8,35 @@
 
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "qk_int8_attn_host.h"
 
 namespace sageattention {
 namespace qattn {
+
+namespace {
+
+// SAGEATTN_SM90_VARIANT (read at every launch, so a test can switch it): the schedule variant of
+// qk_int8_attn_sm90.cuh to launch, 0 when unset; a value this build does not hold is an error.
+int sm90_variant_from_env() {
+  const char* value = std::getenv("SAGEATTN_SM90_VARIANT");
+  if (value == nullptr || *value == '\0') return 0;
+  char* end = nullptr;
+  const long variant = std::strtol(value, &end, 10);
+  if (*end == '\0' && variant >= 0 && variant < 1024 && sm90_variant_in_build(static_cast<int>(variant))) {
+    return static_cast<int>(variant);
+  }
+  std::string all;
+  for (int v : kSm90Variants) all += (all.empty() ? "" : ", ") + std::to_string(v);
+  TORCH_CHECK(false, "sageattention::qk_int8_sv_f8_attn_sm90: SAGEATTN_SM90_VARIANT='", value,
+              "' is not a schedule variant of this build (a default build holds 0 only; one built with "
+              "NVCC_APPEND_FLAGS=-DSAGEATTN_SM90_VARIANTS holds ", all, ")");
+  return 0;
+}
+
+}  // namespace
 
 void qk_int8_sv_f8_attn_sm90(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const at::Tensor& v_scale, at::Tensor& o, const at::Tensor& q_scale,
@@ -31,16 +56,17 @@ void qk_int8_sv_f8_attn_sm90(const at::Tensor& q, const at::Tensor& k, const at:
   const c10::cuda::CUDAGuard device_guard(q.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int batch = static_cast<int>(d.batch), heads = static_cast<int>(d.heads_q);
+  const int variant = sm90_variant_from_env();
   cudaError_t err = cudaSuccess;
   switch (d.head_dim) {
 #ifndef SAGEATTN_NO_HD64
     case 64:
-      err = launch_qk_int8_attn_sm90<64>(p, batch, heads, stream);
+      err = launch_qk_int8_attn_sm90<64>(p, batch, heads, variant, stream);
       break;
 #endif
 #ifndef SAGEATTN_NO_HD128
     case 128:
-      err = launch_qk_int8_attn_sm90<128>(p, batch, heads, stream);
+      err = launch_qk_int8_attn_sm90<128>(p, batch, heads, variant, stream);
       break;
 #endif
     default:

@@ -4,6 +4,6 @@
 
 namespace sageattention {
 namespace qattn {
-template cudaError_t launch_qk_int8_attn_sm90<64>(const AttnParams&, int, int, cudaStream_t);
+template cudaError_t launch_qk_int8_attn_sm90<64>(const AttnParams&, int, int, int, cudaStream_t);
 }  // namespace qattn
 }  // namespace sageattention
