@@ -193,7 +193,7 @@ def test_unknown_schedule_variant_is_refused(monkeypatch, value):
         torch.ops.sageattention.qk_int8_sv_f8_attn_sm90(*fp8_op_args())
 
 
-def test_unset_or_zero_variant_is_the_default_kernel(monkeypatch):
+def test_unset_and_zero_variant_are_accepted_and_agree(monkeypatch):
     args = fp8_op_args()
     monkeypatch.delenv(VARIANT_ENV, raising=False)
     torch.ops.sageattention.qk_int8_sv_f8_attn_sm90(*args)

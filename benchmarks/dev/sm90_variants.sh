@@ -9,7 +9,8 @@
 #   bash benchmarks/dev/sm90_variants.sh          # on the lent H100, from the repository root
 #
 # At most 8 files come back from $OUT: gpu_validation.sh keeps its own logs in /tmp/gv, the ncu
-# reports stay in /tmp; here: validation.log, variants.txt, ncu.log and two CSVs per profile.
+# reports stay in /tmp; here: validation.log, variants.txt, ncu.log, two CSVs per profile and
+# variant 0's .ncu-rep.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -35,3 +36,5 @@ for v in 0 16; do
   "$NCU" -i "/tmp/ncu_v$v.ncu-rep" --page details --csv >"$OUT/ncu_v${v}_details.csv" 2>&1
   "$NCU" -i "/tmp/ncu_v$v.ncu-rep" --page source --csv --print-source sass >"$OUT/ncu_v${v}_source.csv" 2>&1
 done
+# The eighth file: variant 0's report itself, in case the source page export above fails.
+cp /tmp/ncu_v0.ncu-rep "$OUT/" 2>/dev/null || true

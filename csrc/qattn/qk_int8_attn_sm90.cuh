@@ -297,7 +297,7 @@ __global__ void __launch_bounds__(Sm90Tiles<D>::kThreads, 1)
     if constexpr ((kVariant & 16) != 0) {
       // A basic-block boundary: ptxas schedules the wait below as early as its block allows, which
       // in variant 0 is the start of the block after the masking branch. A row sum is never
-      // negative (NaN compares false), so the body never runs; the vote and branch cost 3 instructions.
+      // negative (NaN compares false), so the body never runs; the vote and branch add 6 SASS instructions.
       if (__any_sync(0xffffffffu, l_row[0] < 0.0f)) asm volatile("membar.cta;\n" ::: "memory");
     }
     ptx::wgmma_wait<0>();
