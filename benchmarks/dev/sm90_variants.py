@@ -9,8 +9,8 @@ variant 0 only and refuses others). benchmarks/dev/sm90_variants.sh runs it for 
 B=4, H=32, bf16, non-causal (``--causal`` for causal), inputs quantized once outside the timed region
 as ``qk_int8_sv_f8_attn_sm90``'s kernel-only benchmark rows do (``api._cuda_quantize``, per-thread).
 ``--save-ref`` stores every 64th output row of each shape; without it the output is compared
-bit for bit with the stored rows (a schedule variant must not change one bit; the ablation variants
-print "differs", as they should). ``--profile`` launches each shape a few times untimed, for ncu.
+bit for bit with the stored rows (a reordering variant must not change one bit; the exp2_poly
+variants 8, 9, 25 and the ablations 4, 5 print "differs", as they should). ``--profile`` launches each shape a few times untimed, for ncu.
 """
 
 from __future__ import annotations

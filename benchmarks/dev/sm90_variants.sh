@@ -23,7 +23,8 @@ python3 benchmarks/dev/sm90_variants.py --variant 0 --save-ref 2>&1 | tee -a "$O
 for v in 16 1 2 3 17 4 5 8 9 25 0; do
   python3 benchmarks/dev/sm90_variants.py --variant "$v" 2>&1 | tee -a "$OUT/variants.txt"
 done
-for v in 0 16 17; do
+python3 benchmarks/dev/sm90_variants.py --variant 0 --causal --shapes 128:16384 --save-ref 2>&1 | tee -a "$OUT/variants.txt"
+for v in 16 17 0; do
   python3 benchmarks/dev/sm90_variants.py --variant "$v" --causal --shapes 128:16384 2>&1 | tee -a "$OUT/variants.txt"
 done
 NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
