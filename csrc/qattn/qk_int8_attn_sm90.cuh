@@ -50,7 +50,10 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <iterator>
+#include <utility>
 
 #include "../common/mma.cuh"
 #include "../common/tma.cuh"
@@ -359,6 +362,20 @@ cudaError_t make_sm90_tensor_maps(const AttnParams& p, int batch, int heads, CUt
       {T::kBlockK, D, 1, 1}, CU_TENSOR_MAP_SWIZZLE_128B);
 }
 
+// The kernel of schedule variant `variant`: every entry of kSm90Variants is instantiated in an
+// experiment build (-DSAGEATTN_SM90_VARIANTS), variant 0 alone otherwise (the launcher refuses
+// other values there).
+template <int D, std::size_t... I>
+auto sm90_kernel_for_variant(int variant, std::index_sequence<I...>) {
+  auto kernel = QkInt8AttnSm90Kernel<D, 0>;
+#ifdef SAGEATTN_SM90_VARIANTS
+  ((variant == kSm90Variants[I] ? (kernel = QkInt8AttnSm90Kernel<D, kSm90Variants[I]>, 0) : 0), ...);
+#else
+  (void)variant;
+#endif
+  return kernel;
+}
+
 template <int D>
 cudaError_t launch_qk_int8_attn_sm90(const AttnParams& params, int batch, int heads, int variant,
                                      cudaStream_t stream) {
@@ -366,24 +383,7 @@ cudaError_t launch_qk_int8_attn_sm90(const AttnParams& params, int batch, int he
   CUtensorMap q_map, k_map, v_map;
   cudaError_t err = make_sm90_tensor_maps<D>(params, batch, heads, q_map, k_map, v_map);
   if (err != cudaSuccess) return err;
-  auto kernel = QkInt8AttnSm90Kernel<D, 0>;
-#ifdef SAGEATTN_SM90_VARIANTS
-  switch (variant) {
-    case 1: kernel = QkInt8AttnSm90Kernel<D, 1>; break;
-    case 2: kernel = QkInt8AttnSm90Kernel<D, 2>; break;
-    case 3: kernel = QkInt8AttnSm90Kernel<D, 3>; break;
-    case 4: kernel = QkInt8AttnSm90Kernel<D, 4>; break;
-    case 5: kernel = QkInt8AttnSm90Kernel<D, 5>; break;
-    case 8: kernel = QkInt8AttnSm90Kernel<D, 8>; break;
-    case 9: kernel = QkInt8AttnSm90Kernel<D, 9>; break;
-    case 16: kernel = QkInt8AttnSm90Kernel<D, 16>; break;
-    case 17: kernel = QkInt8AttnSm90Kernel<D, 17>; break;
-    case 25: kernel = QkInt8AttnSm90Kernel<D, 25>; break;
-    default: break;  // 0 (the launcher accepts only kSm90Variants)
-  }
-#else
-  (void)variant;  // 0: the launcher refuses others in this build
-#endif
+  auto kernel = sm90_kernel_for_variant<D>(variant, std::make_index_sequence<std::size(kSm90Variants)>());
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmem);
   if (err != cudaSuccess) return err;
   const dim3 grid((params.lq + T::kRows - 1) / T::kRows, heads, batch);
